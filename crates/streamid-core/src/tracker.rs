@@ -1,0 +1,738 @@
+//! The position tracker: one process's bookkeeping for one stream (spec §3, §5.2, §6).
+//!
+//! It owns the sets of local IDs that are in flight, unfinished and finished-but-blocked,
+//! every writer's position, the persisted-up-to position `P`, the largest ID seen and the
+//! announced position. It keeps the invariants of spec §3.2 — above all: `P` and every
+//! position only ever cover *decided* IDs — provided its caller reports facts truthfully
+//! (an ID is finished only once its transaction's outcome is known; `advance` carries only
+//! positions another process announced).
+//!
+//! It must never do I/O, read a clock or panic on any input: the async layer calls it from
+//! `Drop` implementations, where a panic would abort.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// One process's position state for one stream.
+///
+/// # Caller's contract
+///
+/// Methods fall into four groups; the async layer holds one mutex around the tracker and
+/// calls them in short critical sections, never across I/O:
+///
+/// - **Queries** (`&self`): [`persisted_upto`](Self::persisted_upto),
+///   [`writer_position`](Self::writer_position), [`announced`](Self::announced),
+///   [`minimal_local`](Self::minimal_local), [`positions`](Self::positions),
+///   [`max_seen`](Self::max_seen), [`is_idle`](Self::is_idle) and the counters.
+/// - **Local commands**: [`begin_fetch`](Self::begin_fetch) before asking the sequence for
+///   IDs, then exactly one of [`register`](Self::register) (IDs received, in the same
+///   critical section that receives them) or [`cancel_fetch`](Self::cancel_fetch) (the fetch
+///   failed or was dropped). Every registered ID is later passed to
+///   [`finish`](Self::finish) exactly once, when its transaction's outcome is known.
+/// - **Inputs from other processes**: [`advance`](Self::advance).
+/// - **Outputs**: every command returns [`Changes`], telling the caller what to publish
+///   after releasing the lock (watchers, announcer, the `stream_positions` row).
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    /// This process's instance name.
+    own: String,
+    /// The configured writer list; empty means "anyone may write" (spec §2.2).
+    writers: BTreeSet<String>,
+    /// `positions[own]`, the minimal local position; `None` for readers (spec §6.5).
+    own_position: Option<i64>,
+    /// `positions[w]` for every `w != own`.
+    others: BTreeMap<String, i64>,
+    /// `min(others)`, cached because `update_persisted` needs it on every completion and
+    /// only `advance` changes `others`.
+    min_others: Option<i64>,
+    /// Local IDs allocated and not yet finished.
+    unfinished: BTreeSet<i64>,
+    /// One marker per fetch in flight (a multiset: marker -> count). Each marker is the
+    /// value of `max_seen` when the fetch began; every ID the fetch returns is `> marker`.
+    in_flight: BTreeMap<i64, u32>,
+    /// Local IDs finished but not yet below every unfinished or possibly-in-flight ID.
+    /// Disjoint from `unfinished`; empty whenever the tracker is idle.
+    blocked: BTreeSet<i64>,
+    /// The persisted-up-to position: every ID `<= persisted` is decided.
+    persisted: i64,
+    /// Decided values above `persisted` (a min-heap); lets `persisted` walk over runs with
+    /// no gap. Values `<= persisted` are dropped.
+    known_finished: BinaryHeap<Reverse<i64>>,
+    /// The largest ID known to have been allocated by anyone. `>= persisted`.
+    max_seen: i64,
+    /// What this process publishes as its own position. `>= persisted`, `>= own_position`.
+    announced: i64,
+}
+
+/// Proof that a fetch was started with [`Tracker::begin_fetch`]; hand it back to
+/// [`Tracker::register`] or [`Tracker::cancel_fetch`].
+///
+/// Deliberately neither `Clone` nor `Copy`: each fetch ends exactly once.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a fetch in flight holds the stream back until registered or cancelled"]
+pub struct FetchTicket {
+    marker: i64,
+}
+
+impl FetchTicket {
+    /// The marker: `max_seen` when the fetch began. Every ID the fetch may return is above it.
+    pub fn marker(&self) -> i64 {
+        self.marker
+    }
+}
+
+/// What a command changed, so the caller knows what to publish (spec §6.6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The persisted-up-to position moved.
+    pub persisted: bool,
+    /// The announced position moved (poke the announcer; maybe write `stream_positions`).
+    pub announced: bool,
+    /// Some writer's position moved (own or other).
+    pub positions: bool,
+}
+
+impl Changes {
+    /// Whether anything observable changed.
+    pub fn any(&self) -> bool {
+        self.persisted || self.announced || self.positions
+    }
+}
+
+/// The result of [`Tracker::finish`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finish {
+    /// What changed.
+    pub changes: Changes,
+    /// IDs that were not unfinished (finished twice, or never registered). They were
+    /// ignored; a non-zero count is a bug in the caller and should be logged.
+    pub unknown_ids: usize,
+}
+
+/// The result of [`Tracker::advance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// The position was applied.
+    Applied(Changes),
+    /// The instance is this process: its own position only moves by local completion.
+    IgnoredOwn,
+    /// The writer list is non-empty and does not contain the instance (a removed writer's
+    /// late message, or a process running an old writer list).
+    IgnoredUnlisted,
+}
+
+/// [`Tracker::register`] refused the IDs a fetch returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterError {
+    /// An ID is not above the fetch's marker: the sequence handed out a value at or below
+    /// one already known to be allocated, so it went backwards (a `setval` lowered it) or
+    /// caches values per connection. The fetch was cancelled; the IDs must not be used.
+    NotAboveMarker {
+        /// The offending ID.
+        id: i64,
+        /// The fetch's marker.
+        marker: i64,
+    },
+    /// The fetch returned no IDs at all. The fetch was cancelled.
+    Empty,
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::NotAboveMarker { id, marker } => write!(
+                f,
+                "the sequence returned {id}, not above {marker} which was already allocated: \
+                 it went backwards or caches values"
+            ),
+            RegisterError::Empty => write!(f, "the sequence returned no IDs"),
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+impl Tracker {
+    /// Creates a tracker from an initial state, without a database: this process's
+    /// instance name, the configured writers (empty: anyone may write), known positions
+    /// (the own entry, if present, is the minimal local position) and the persisted-up-to
+    /// position.
+    ///
+    /// Values are internal (positive). Positions are clamped to at least `persisted`
+    /// being covered: `max_seen` and `announced` start at the largest value given. Every
+    /// listed writer without a position starts at `persisted` (spec §4.2 step 12); with an
+    /// empty writer list the own entry defaults to `persisted` (step 14). For startup from a
+    /// database, use [`Startup`](crate::Startup).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use streamid_core::Tracker;
+    /// let t = Tracker::new("a", ["a", "b"], [("b", 12)], 10);
+    /// assert_eq!(t.persisted_upto(), 10);
+    /// assert_eq!(t.writer_position("a"), 12); // announced: idle, follows max seen
+    /// assert_eq!(t.minimal_local(), 10);
+    /// ```
+    pub fn new<W, P, S>(own: &str, writers: W, positions: P, persisted: i64) -> Tracker
+    where
+        W: IntoIterator<Item = S>,
+        P: IntoIterator<Item = (S, i64)>,
+        S: AsRef<str>,
+    {
+        let writers: BTreeSet<String> = writers.into_iter().map(|w| w.as_ref().to_owned()).collect();
+        let persisted = persisted.max(1);
+        let mut t = Tracker::empty(own, writers);
+        t.persisted = persisted;
+        for (w, p) in positions {
+            t.set_position(w.as_ref(), p);
+        }
+        t.default_missing_writers();
+        t.recompute_min_others();
+        let max = t.all_positions().fold(persisted, i64::max);
+        t.max_seen = max;
+        t.announced = max;
+        t
+    }
+
+    /// A tracker with nothing known: `P = max_seen = announced = 1` (ID 1 counts as
+    /// persisted, spec §10.3).
+    pub(crate) fn empty(own: &str, writers: BTreeSet<String>) -> Tracker {
+        Tracker {
+            own: own.to_owned(),
+            writers,
+            own_position: None,
+            others: BTreeMap::new(),
+            min_others: None,
+            unfinished: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            persisted: 1,
+            known_finished: BinaryHeap::new(),
+            max_seen: 1,
+            announced: 1,
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------
+
+    /// This process's instance name.
+    pub fn own(&self) -> &str {
+        &self.own
+    }
+
+    /// The persisted-up-to position `P`: every ID `<= P` is decided.
+    pub fn persisted_upto(&self) -> i64 {
+        self.persisted
+    }
+
+    /// The announced position: what this process publishes as its own position.
+    pub fn announced(&self) -> i64 {
+        self.announced
+    }
+
+    /// `current_token_for_writer(w)` (spec §6.5): the announced position for `own`;
+    /// otherwise `max(positions[w], P)`, an unknown writer counting as `P`.
+    pub fn writer_position(&self, writer: &str) -> i64 {
+        if writer == self.own {
+            return self.announced;
+        }
+        self.others
+            .get(writer)
+            .map_or(self.persisted, |&p| p.max(self.persisted))
+    }
+
+    /// `positions[own]`, or `P` for a process without an own entry (a reader).
+    pub fn minimal_local(&self) -> i64 {
+        self.own_position.unwrap_or(self.persisted)
+    }
+
+    /// A copy of every known position, the own entry being the minimal local position.
+    pub fn positions(&self) -> BTreeMap<String, i64> {
+        let mut map = self.others.clone();
+        if let Some(p) = self.own_position {
+            map.insert(self.own.clone(), p);
+        }
+        map
+    }
+
+    /// The largest ID known to have been allocated by anyone.
+    pub fn max_seen(&self) -> i64 {
+        self.max_seen
+    }
+
+    /// Whether this process has neither unfinished IDs nor fetches in flight.
+    pub fn is_idle(&self) -> bool {
+        self.unfinished.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// The configured writers (empty: anyone may write).
+    pub fn writers(&self) -> &BTreeSet<String> {
+        &self.writers
+    }
+
+    /// Whether this process may allocate: it is listed, or the list is empty.
+    pub fn is_writer(&self) -> bool {
+        self.writers.is_empty() || self.writers.contains(&self.own)
+    }
+
+    /// Number of local IDs allocated and not finished.
+    pub fn unfinished_count(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    /// The smallest local unfinished ID.
+    pub fn min_unfinished(&self) -> Option<i64> {
+        self.unfinished.first().copied()
+    }
+
+    /// Number of fetches in flight.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.values().map(|&c| c as usize).sum()
+    }
+
+    /// Number of local IDs finished but held back by a smaller unfinished ID.
+    pub fn blocked_count(&self) -> usize {
+        self.blocked.len()
+    }
+
+    // ----- local commands --------------------------------------------------------------
+
+    /// Starts a fetch (spec §5.2 step 1): records `max_seen` as a marker, which keeps `P`
+    /// and the announced position below every ID the fetch can return.
+    pub fn begin_fetch(&mut self) -> FetchTicket {
+        let marker = self.max_seen;
+        *self.in_flight.entry(marker).or_insert(0) += 1;
+        FetchTicket { marker }
+    }
+
+    /// Registers the IDs a fetch returned (spec §5.2 step 3) and ends the fetch. Call it in
+    /// the same critical section that receives the IDs.
+    ///
+    /// # Errors
+    ///
+    /// Refuses IDs not above the marker (see [`RegisterError`]); the fetch is then cancelled
+    /// as by [`cancel_fetch`](Self::cancel_fetch) and the IDs must not be used.
+    pub fn register(&mut self, ticket: FetchTicket, ids: &[i64]) -> Result<(), RegisterError> {
+        let marker = ticket.marker;
+        let problem = match ids.iter().copied().min() {
+            None => Some(RegisterError::Empty),
+            Some(low) if low <= marker => Some(RegisterError::NotAboveMarker { id: low, marker }),
+            Some(_) => None,
+        };
+        if let Some(err) = problem {
+            self.cancel_fetch(ticket);
+            return Err(err);
+        }
+        for &id in ids {
+            self.unfinished.insert(id);
+        }
+        if let Some(&high) = ids.iter().max() {
+            self.max_seen = self.max_seen.max(high);
+        }
+        self.remove_marker(marker);
+        Ok(())
+    }
+
+    /// Ends a fetch that failed or was dropped before its IDs were registered (spec §5.2
+    /// step 4). IDs the server may have handed out become gaps. Releases IDs the marker was
+    /// holding back.
+    pub fn cancel_fetch(&mut self, ticket: FetchTicket) -> Changes {
+        let before = self.marks();
+        self.remove_marker(ticket.marker);
+        self.release_blocked();
+        self.update_persisted(std::iter::empty());
+        self.changes_since(before)
+    }
+
+    /// Finishes local IDs whose transactions' outcomes are known (spec §6.1). The outcome
+    /// (committed or not) does not affect the state.
+    pub fn finish(&mut self, ids: &[i64]) -> Finish {
+        let before = self.marks();
+        let mut unknown_ids = 0;
+        for &id in ids {
+            if self.unfinished.remove(&id) {
+                self.blocked.insert(id);
+            } else {
+                unknown_ids += 1;
+            }
+        }
+        self.release_blocked();
+        self.update_persisted(ids.iter().copied());
+        Finish {
+            changes: self.changes_since(before),
+            unknown_ids,
+        }
+    }
+
+    // ----- inputs from other processes -----------------------------------------------
+
+    /// Applies another writer's announced position (spec §6.4). Idempotent and
+    /// commutative: duplicated or reordered messages are harmless.
+    pub fn advance(&mut self, instance: &str, value: i64) -> Advance {
+        if instance == self.own {
+            return Advance::IgnoredOwn;
+        }
+        if !self.writers.is_empty() && !self.writers.contains(instance) {
+            return Advance::IgnoredUnlisted;
+        }
+        let before = self.marks();
+        let entry = self.others.entry(instance.to_owned()).or_insert(0);
+        let raised = value > *entry;
+        if raised {
+            *entry = value;
+            self.recompute_min_others();
+        }
+        self.max_seen = self.max_seen.max(value);
+        self.update_persisted(std::iter::once(value));
+        let mut changes = self.changes_since(before);
+        changes.positions |= raised;
+        Advance::Applied(changes)
+    }
+
+    // ----- internals -----------------------------------------------------------------
+
+    /// §6.1 steps 2–3: move finished IDs below every unfinished or possibly-in-flight ID
+    /// out of `blocked`, raising the own position to the largest of them.
+    fn release_blocked(&mut self) {
+        let new_cur = if self.is_idle() {
+            let last = self.blocked.last().copied();
+            self.blocked.clear();
+            last
+        } else {
+            let bound = self.bound();
+            let mut last = None;
+            // Each ID leaves `blocked` once, so this loop is amortised O(log n) per ID.
+            while let Some(&b) = self.blocked.first() {
+                if b >= bound {
+                    break;
+                }
+                self.blocked.pop_first();
+                last = Some(b);
+            }
+            last
+        };
+        if let Some(new_cur) = new_cur {
+            let cur = self.own_position.unwrap_or(0);
+            self.own_position = Some(cur.max(new_cur));
+            self.announced = self.announced.max(cur).max(new_cur);
+        }
+    }
+
+    /// The smallest ID a local unfinished ID or a fetch in flight may hold:
+    /// `min(min(unfinished), min(in_flight) + 1)`.
+    fn bound(&self) -> i64 {
+        let unfinished = self.unfinished.first().copied().unwrap_or(i64::MAX);
+        let in_flight = self
+            .in_flight
+            .first_key_value()
+            .map_or(i64::MAX, |(&m, _)| m.saturating_add(1));
+        unfinished.min(in_flight)
+    }
+
+    /// §6.2 `update_persisted`, for a batch of pushed values (the state equals pushing and
+    /// updating one by one, because step 5 follows the walk).
+    pub(crate) fn update_persisted(&mut self, pushed: impl Iterator<Item = i64>) {
+        for v in pushed {
+            if v > self.persisted {
+                self.known_finished.push(Reverse(v));
+            }
+        }
+        let our = self.own_position.unwrap_or(0);
+        let mut min_curr = self.min_others.unwrap_or(our);
+        // An idle process's next ID exceeds max_seen, so its own (maybe old) position must
+        // not hold P back; a busy one's must.
+        if our != 0 && !self.is_idle() {
+            min_curr = min_curr.min(our);
+        }
+        self.persisted = self.persisted.max(min_curr);
+        while let Some(&Reverse(top)) = self.known_finished.peek() {
+            if top <= self.persisted {
+                self.known_finished.pop();
+            } else if top == self.persisted + 1 {
+                self.known_finished.pop();
+                self.persisted += 1;
+            } else {
+                break;
+            }
+        }
+        // After the walk, so that announced >= P always (I4).
+        self.announced = self.announced.max(self.persisted);
+        if self.is_idle() {
+            self.announced = self.announced.max(self.max_seen);
+        }
+        debug_assert!(
+            self.max_seen >= self.persisted,
+            "max_seen {} must never be below P {}",
+            self.max_seen,
+            self.persisted
+        );
+    }
+
+    fn remove_marker(&mut self, marker: i64) {
+        if let Some(count) = self.in_flight.get_mut(&marker) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_flight.remove(&marker);
+            }
+        }
+    }
+
+    fn recompute_min_others(&mut self) {
+        self.min_others = self.others.values().copied().min();
+    }
+
+    fn all_positions(&self) -> impl Iterator<Item = i64> + '_ {
+        self.own_position.into_iter().chain(self.others.values().copied())
+    }
+
+    /// Sets a position during construction (no monotonicity: startup may assign).
+    pub(crate) fn set_position(&mut self, writer: &str, value: i64) {
+        if writer == self.own {
+            self.own_position = Some(value);
+        } else {
+            self.others.insert(writer.to_owned(), value);
+            self.recompute_min_others();
+        }
+    }
+
+    pub(crate) fn own_position(&self) -> Option<i64> {
+        self.own_position
+    }
+
+    /// Gives every listed writer without an entry `P` (spec §4.2 step 12), or with an empty
+    /// writer list, the own entry (step 14).
+    pub(crate) fn default_missing_writers(&mut self) {
+        let p = self.persisted;
+        if self.writers.is_empty() {
+            self.own_position.get_or_insert(p);
+        } else {
+            let missing: Vec<String> = self
+                .writers
+                .iter()
+                .filter(|w| **w != self.own && !self.others.contains_key(*w))
+                .cloned()
+                .collect();
+            for w in missing {
+                self.others.insert(w, p);
+            }
+            if self.writers.contains(&self.own) {
+                self.own_position.get_or_insert(p);
+            }
+        }
+        self.recompute_min_others();
+    }
+
+    pub(crate) fn seed_bounds(&mut self, extra: i64) {
+        let max = self
+            .all_positions()
+            .fold(self.persisted.max(extra), i64::max);
+        self.max_seen = self.max_seen.max(max);
+        self.announced = self.max_seen;
+    }
+
+    pub(crate) fn set_persisted(&mut self, p: i64) {
+        self.persisted = p;
+    }
+
+    fn marks(&self) -> Marks {
+        Marks {
+            persisted: self.persisted,
+            announced: self.announced,
+            own: self.own_position,
+            min_others: self.min_others,
+            others_len: self.others.len(),
+        }
+    }
+
+    fn changes_since(&self, before: Marks) -> Changes {
+        let after = self.marks();
+        Changes {
+            persisted: before.persisted != after.persisted,
+            announced: before.announced != after.announced,
+            // Raising another writer's entry without moving the minimum is reported by
+            // `advance` itself.
+            positions: before.own != after.own
+                || before.min_others != after.min_others
+                || before.others_len != after.others_len,
+        }
+    }
+
+    /// Checks every internal invariant in `O(n)`; returns a description of the first
+    /// violation. Property tests call it after every step.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let fail = |msg: String| Err(msg);
+        if self.max_seen < self.persisted {
+            return fail(format!("I10: max_seen {} < P {}", self.max_seen, self.persisted));
+        }
+        if self.announced < self.persisted {
+            return fail(format!("I4: announced {} < P {}", self.announced, self.persisted));
+        }
+        if let Some(own) = self.own_position {
+            if self.announced < own {
+                return fail(format!("I3: announced {} < own position {own}", self.announced));
+            }
+            if let Some(&u) = self.unfinished.first()
+                && own >= u
+            {
+                return fail(format!("I5: own position {own} >= unfinished ID {u}"));
+            }
+        }
+        if let Some(&u) = self.unfinished.first()
+            && self.announced >= u
+        {
+            return fail(format!("I3: announced {} >= unfinished ID {u}", self.announced));
+        }
+        if let Some(b) = self.blocked.iter().find(|b| self.unfinished.contains(b)) {
+            return fail(format!("blocked ID {b} is also unfinished"));
+        }
+        if self.is_idle() && !self.blocked.is_empty() {
+            return fail(format!("idle with {} blocked IDs", self.blocked.len()));
+        }
+        if self.min_others != self.others.values().copied().min() {
+            return fail("min_others cache is stale".to_owned());
+        }
+        if self.in_flight.values().any(|&c| c == 0) {
+            return fail("in_flight holds a zero count".to_owned());
+        }
+        if let Some((&m, _)) = self.in_flight.last_key_value()
+            && m > self.max_seen
+        {
+            return fail(format!("marker {m} above max_seen {}", self.max_seen));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Marks {
+    persisted: i64,
+    announced: i64,
+    own: Option<i64>,
+    min_others: Option<i64>,
+    others_len: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(t: &mut Tracker, ids: &[i64]) {
+        let ticket = t.begin_fetch();
+        t.register(ticket, ids).unwrap();
+        t.check_invariants().unwrap();
+    }
+
+    /// Spec §6.3, row by row.
+    #[test]
+    fn worked_example_out_of_order_completion() {
+        let mut t = Tracker::new("w", ["w"], [("w", 7)], 7);
+        fetch(&mut t, &[8, 9, 10, 11]);
+        let row = |t: &Tracker| (t.minimal_local(), t.announced(), t.persisted_upto());
+        assert_eq!(row(&t), (7, 7, 7));
+        t.finish(&[9]);
+        assert_eq!((row(&t), t.blocked_count()), ((7, 7, 7), 1));
+        t.finish(&[8]);
+        assert_eq!((row(&t), t.blocked_count()), ((9, 9, 9), 0));
+        t.finish(&[11]);
+        assert_eq!((row(&t), t.blocked_count()), ((9, 9, 9), 1));
+        t.finish(&[10]);
+        assert_eq!((row(&t), t.blocked_count()), ((11, 11, 11), 0));
+        t.check_invariants().unwrap();
+    }
+
+    /// Upstream #9424: an ID handed out but not yet registered must hold P back even when
+    /// another writer announces a larger position.
+    #[test]
+    fn fetch_in_flight_holds_p_below_its_ids() {
+        let mut t = Tracker::new("a", ["a", "b"], [("a", 5), ("b", 5)], 5);
+        let ticket = t.begin_fetch(); // the sequence will hand us 6
+        // b was handed 7 and committed it; its announcement arrives first.
+        t.advance("b", 7);
+        assert_eq!(t.persisted_upto(), 5, "P must not pass the unregistered 6");
+        assert!(t.writer_position("a") < 6);
+        t.register(ticket, &[6]).unwrap();
+        assert_eq!(t.persisted_upto(), 5);
+        t.finish(&[6]);
+        assert_eq!(t.persisted_upto(), 7);
+        t.check_invariants().unwrap();
+    }
+
+    /// FIX-5 / spec §5.2 step 4: a cancelled fetch must release IDs it was blocking.
+    #[test]
+    fn cancelled_fetch_releases_blocked_ids() {
+        let mut t = Tracker::new("a", ["a"], [("a", 1)], 1);
+        let slow = t.begin_fetch(); // marker 1
+        fetch(&mut t, &[2]);
+        t.finish(&[2]);
+        assert_eq!(t.minimal_local(), 1, "2 is blocked by the fetch in flight");
+        t.cancel_fetch(slow);
+        assert!(t.is_idle());
+        assert_eq!((t.minimal_local(), t.persisted_upto()), (2, 2));
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn register_refuses_ids_not_above_marker() {
+        let mut t = Tracker::new("a", ["a"], [("a", 10)], 10);
+        let ticket = t.begin_fetch();
+        let err = t.register(ticket, &[10]).unwrap_err();
+        assert_eq!(err, RegisterError::NotAboveMarker { id: 10, marker: 10 });
+        assert!(t.is_idle(), "the refused fetch must not stay in flight");
+        let ticket = t.begin_fetch();
+        assert_eq!(t.register(ticket, &[]), Err(RegisterError::Empty));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn advance_ignores_own_and_unlisted_instances() {
+        let mut t = Tracker::new("a", ["a", "b"], [("a", 3), ("b", 3)], 3);
+        assert_eq!(t.advance("a", 100), Advance::IgnoredOwn);
+        assert_eq!(t.advance("zombie", 100), Advance::IgnoredUnlisted);
+        assert_eq!(t.persisted_upto(), 3);
+        assert_eq!(t.positions().len(), 2);
+        // Anyone-may-write streams learn new writers.
+        let mut open = Tracker::new("a", Vec::<&str>::new(), Vec::<(&str, i64)>::new(), 3);
+        assert!(matches!(open.advance("new", 9), Advance::Applied(_)));
+        assert_eq!(open.positions().get("new"), Some(&9));
+    }
+
+    /// An idle writer follows the stream (spec §6.2 step 5); a smaller value never moves a
+    /// writer back.
+    #[test]
+    fn idle_writer_follows_and_advance_is_monotonic() {
+        let mut t = Tracker::new("a", ["a", "b"], [("a", 3), ("b", 3)], 3);
+        t.advance("b", 10);
+        assert_eq!(t.persisted_upto(), 10);
+        assert_eq!(t.announced(), 10);
+        assert_eq!(t.minimal_local(), 3, "the minimal position moves only by completion");
+        t.advance("b", 4);
+        assert_eq!(t.writer_position("b"), 10);
+    }
+
+    /// Gaps stop the walk; P passes them only when the slowest writer's position does.
+    #[test]
+    fn gap_stops_the_heap_walk() {
+        let mut t = Tracker::new("a", ["a", "b"], [("a", 1), ("b", 1)], 1);
+        fetch(&mut t, &[2]);
+        t.advance("b", 4); // b used 3 and 4
+        // 2 still unfinished: P stays at 1.
+        assert_eq!(t.persisted_upto(), 1);
+        t.finish(&[2]);
+        assert_eq!(t.persisted_upto(), 4);
+    }
+
+    #[test]
+    fn busy_own_position_holds_p() {
+        let mut t = Tracker::new("a", ["a", "b"], [("a", 5), ("b", 5)], 5);
+        fetch(&mut t, &[6, 7]);
+        t.finish(&[7]);
+        t.advance("b", 20);
+        assert_eq!(t.persisted_upto(), 5, "6 is still open");
+        t.finish(&[6]);
+        // Idle again: a's next ID will exceed 20, and b has decided everything up to 20.
+        assert_eq!(t.persisted_upto(), 20);
+        assert_eq!(t.announced(), 20);
+        assert_eq!(t.minimal_local(), 7);
+    }
+}
