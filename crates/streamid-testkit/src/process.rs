@@ -23,7 +23,10 @@ impl Bins {
     pub(crate) fn locate(explicit: Option<&Path>) -> Result<Self, Error> {
         let as_postgres = effective_uid_is_root();
         let from_env = std::env::var_os("PG_BIN").filter(|v| !v.is_empty());
-        if let Some(dir) = explicit.map(Path::to_path_buf).or(from_env.map(PathBuf::from)) {
+        if let Some(dir) = explicit
+            .map(Path::to_path_buf)
+            .or(from_env.map(PathBuf::from))
+        {
             return if has_server_bins(&dir) {
                 Ok(Self { dir, as_postgres })
             } else {
@@ -45,9 +48,8 @@ impl Bins {
             .filter(|(_, bin)| has_server_bins(bin))
             .collect();
         versioned.sort();
-        let on_path = || {
-            std::env::split_paths(&std::env::var_os("PATH")?).find(|d| has_server_bins(d))
-        };
+        let on_path =
+            || std::env::split_paths(&std::env::var_os("PATH")?).find(|d| has_server_bins(d));
         match versioned.pop().map(|(_, dir)| dir).or_else(on_path) {
             Some(dir) => Ok(Self { dir, as_postgres }),
             None => Err(Error::new(
@@ -106,11 +108,12 @@ pub(crate) fn run(mut cmd: Command) -> Result<String, Error> {
         return Ok(stdout);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(
-        Error::new(ErrorKind::Command, format!("command failed ({})", out.status))
-            .with_command(line)
-            .with_output(format!("{stderr}{stdout}")),
+    Err(Error::new(
+        ErrorKind::Command,
+        format!("command failed ({})", out.status),
     )
+    .with_command(line)
+    .with_output(format!("{stderr}{stdout}")))
 }
 
 fn command_line(cmd: &Command) -> String {
@@ -123,11 +126,13 @@ fn command_line(cmd: &Command) -> String {
 
 /// Whether we run as root; read from `/proc` because `unsafe` (libc) is forbidden.
 fn effective_uid_is_root() -> bool {
-    let from_proc = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        // "Uid:\treal\teffective\tsaved\tfs"
-        let line = s.lines().find(|l| l.starts_with("Uid:"))?;
-        Some(line.split_whitespace().nth(2)? == "0")
-    });
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            // "Uid:\treal\teffective\tsaved\tfs"
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(line.split_whitespace().nth(2)? == "0")
+        });
     from_proc.unwrap_or_else(|| {
         Command::new("id")
             .arg("-u")

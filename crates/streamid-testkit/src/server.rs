@@ -202,7 +202,10 @@ impl PgServer {
     /// Don't stop or restart it (other tests are using it); start your own for that.
     pub fn shared() -> Result<&'static Self, Error> {
         static SHARED: OnceLock<Result<PgServer, Error>> = OnceLock::new();
-        SHARED.get_or_init(Self::start).as_ref().map_err(Clone::clone)
+        SHARED
+            .get_or_init(Self::start)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The TCP port, on [`host`](Self::host).
@@ -312,8 +315,17 @@ impl PgServer {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let mut cmd = Command::new(&pg_isready);
-            cmd.args(["-h", self.host(), "-U", "postgres", "-d", "postgres", "-t", "2"])
-                .args(["-p", &self.port.to_string()]);
+            cmd.args([
+                "-h",
+                self.host(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-t",
+                "2",
+            ])
+            .args(["-p", &self.port.to_string()]);
             let last = match process::run(cmd) {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
