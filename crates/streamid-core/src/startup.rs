@@ -48,7 +48,8 @@ impl Startup {
         W: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let writers: BTreeSet<String> = writers.into_iter().map(|w| w.as_ref().to_owned()).collect();
+        let writers: BTreeSet<String> =
+            writers.into_iter().map(|w| w.as_ref().to_owned()).collect();
         Startup {
             tracker: Tracker::empty(own, writers),
             start: None,
@@ -164,7 +165,12 @@ mod tests {
         assert!(!s.load_position("removed", 3));
         let t = s.finish(
             14,
-            [(Some("b"), 12), (None, 11), (Some("a"), 14), (Some("a"), 10)],
+            [
+                (Some("b"), 12),
+                (None, 11),
+                (Some("a"), 14),
+                (Some("a"), 10),
+            ],
         );
         assert_eq!(t.persisted_upto(), 12, "13 is a gap");
         assert_eq!(t.max_seen(), 14);
@@ -180,7 +186,11 @@ mod tests {
         s.set_start(10); // an ID of its own (spec §4.4): a gap
         let t = s.finish(9, [(Some("a"), 9), (Some("b"), 8)]);
         assert_eq!(t.persisted_upto(), 9);
-        assert_eq!(t.minimal_local(), 9, "assigned from the last own row, below start");
+        assert_eq!(
+            t.minimal_local(),
+            9,
+            "assigned from the last own row, below start"
+        );
         assert_eq!(t.max_seen(), 10, "start is known, so nobody waits for it");
         assert_eq!(t.announced(), 10);
         t.check_invariants().unwrap();

@@ -179,7 +179,8 @@ impl Tracker {
         P: IntoIterator<Item = (S, i64)>,
         S: AsRef<str>,
     {
-        let writers: BTreeSet<String> = writers.into_iter().map(|w| w.as_ref().to_owned()).collect();
+        let writers: BTreeSet<String> =
+            writers.into_iter().map(|w| w.as_ref().to_owned()).collect();
         let persisted = persisted.max(1);
         let mut t = Tracker::empty(own, writers);
         t.persisted = persisted;
@@ -346,18 +347,27 @@ impl Tracker {
 
     /// Finishes local IDs whose transactions' outcomes are known (spec §6.1). The outcome
     /// (committed or not) does not affect the state.
+    ///
+    /// IDs that are not unfinished are ignored entirely and counted in
+    /// [`Finish::unknown_ids`]: neither blocked nor pushed as decided values (an ID never
+    /// registered may still be undecided, and a second finish adds nothing).
     pub fn finish(&mut self, ids: &[i64]) -> Finish {
         let before = self.marks();
         let mut unknown_ids = 0;
         for &id in ids {
             if self.unfinished.remove(&id) {
                 self.blocked.insert(id);
+                // §6.1 step 4's push, done early: steps 2–3 do not read `known_finished`.
+                self.push_known(id);
             } else {
                 unknown_ids += 1;
             }
         }
         self.release_blocked();
-        self.update_persisted(ids.iter().copied());
+        // §6.1 step 4 runs `update_persisted` once per finished ID; with none, not at all.
+        if unknown_ids < ids.len() {
+            self.update_persisted(std::iter::empty());
+        }
         Finish {
             changes: self.changes_since(before),
             unknown_ids,
@@ -433,9 +443,7 @@ impl Tracker {
     /// updating one by one, because step 5 follows the walk).
     pub(crate) fn update_persisted(&mut self, pushed: impl Iterator<Item = i64>) {
         for v in pushed {
-            if v > self.persisted {
-                self.known_finished.push(Reverse(v));
-            }
+            self.push_known(v);
         }
         let our = self.own_position.unwrap_or(0);
         let mut min_curr = self.min_others.unwrap_or(our);
@@ -468,6 +476,14 @@ impl Tracker {
         );
     }
 
+    /// §6.2 step 1: pushes a decided value onto `known_finished`, discarding it at once
+    /// when it is `<= P` (the walk would only pop it).
+    fn push_known(&mut self, v: i64) {
+        if v > self.persisted {
+            self.known_finished.push(Reverse(v));
+        }
+    }
+
     fn remove_marker(&mut self, marker: i64) {
         if let Some(count) = self.in_flight.get_mut(&marker) {
             *count -= 1;
@@ -482,7 +498,9 @@ impl Tracker {
     }
 
     fn all_positions(&self) -> impl Iterator<Item = i64> + '_ {
-        self.own_position.into_iter().chain(self.others.values().copied())
+        self.own_position
+            .into_iter()
+            .chain(self.others.values().copied())
     }
 
     /// Sets a position during construction (no monotonicity: startup may assign).
@@ -563,14 +581,23 @@ impl Tracker {
     pub fn check_invariants(&self) -> Result<(), String> {
         let fail = |msg: String| Err(msg);
         if self.max_seen < self.persisted {
-            return fail(format!("I10: max_seen {} < P {}", self.max_seen, self.persisted));
+            return fail(format!(
+                "I10: max_seen {} < P {}",
+                self.max_seen, self.persisted
+            ));
         }
         if self.announced < self.persisted {
-            return fail(format!("I4: announced {} < P {}", self.announced, self.persisted));
+            return fail(format!(
+                "I4: announced {} < P {}",
+                self.announced, self.persisted
+            ));
         }
         if let Some(own) = self.own_position {
             if self.announced < own {
-                return fail(format!("I3: announced {} < own position {own}", self.announced));
+                return fail(format!(
+                    "I3: announced {} < own position {own}",
+                    self.announced
+                ));
             }
             if let Some(&u) = self.unfinished.first()
                 && own >= u
@@ -581,7 +608,10 @@ impl Tracker {
         if let Some(&u) = self.unfinished.first()
             && self.announced >= u
         {
-            return fail(format!("I3: announced {} >= unfinished ID {u}", self.announced));
+            return fail(format!(
+                "I3: announced {} >= unfinished ID {u}",
+                self.announced
+            ));
         }
         if let Some(b) = self.blocked.iter().find(|b| self.unfinished.contains(b)) {
             return fail(format!("blocked ID {b} is also unfinished"));
@@ -705,7 +735,11 @@ mod tests {
         t.advance("b", 10);
         assert_eq!(t.persisted_upto(), 10);
         assert_eq!(t.announced(), 10);
-        assert_eq!(t.minimal_local(), 3, "the minimal position moves only by completion");
+        assert_eq!(
+            t.minimal_local(),
+            3,
+            "the minimal position moves only by completion"
+        );
         t.advance("b", 4);
         assert_eq!(t.writer_position("b"), 10);
     }

@@ -1,0 +1,340 @@
+//! [`MultiWriterIdGenerator`]: the public face of one stream in one process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::allocation::Allocation;
+use crate::config::StreamConfig;
+use crate::persist::PositionWriter;
+use crate::postgres::{self, PgBackend, Resolver, StreamTransaction};
+use crate::state::StreamState;
+use crate::{Error, keys};
+
+/// How long [`shutdown`](MultiWriterIdGenerator::shutdown) waits for the final position write.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+/// Allocates stream IDs for one stream in one process, and knows the positions below which
+/// everything is committed.
+///
+/// Cheap to clone (`Arc` inside); `Send + Sync`. Background tasks (the coalesced
+/// `stream_positions` writer, the commit-outcome resolver) stop when the last clone and the
+/// last allocation are dropped; call [`shutdown`](Self::shutdown) for a final flush.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(pool: deadpool_postgres::Pool) -> Result<(), streamid::Error> {
+/// use streamid::{MultiWriterIdGenerator, StreamConfig};
+///
+/// let config = StreamConfig::new("events", "writer-1")
+///     .table("events", "instance_name", "stream_ordering")
+///     .sequence("events_stream_seq")
+///     .writers(["writer-1", "writer-2"]);
+/// let generator = MultiWriterIdGenerator::postgres(pool.clone(), config).await?;
+///
+/// let mut client = pool.get().await?;
+/// let mut tx = generator.transaction(&mut client).await?;
+/// let id = tx.next_id().await?;
+/// tx.execute(
+///     "INSERT INTO events (stream_ordering, instance_name) VALUES ($1, $2)",
+///     &[&id, &"writer-1"],
+/// )
+/// .await?;
+/// tx.commit().await?;
+///
+/// // Readers read `stream_ordering <= generator.current_token()` and never miss a row.
+/// assert!(generator.current_token() >= 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MultiWriterIdGenerator {
+    state: Arc<StreamState>,
+    backend: PgBackend,
+    resolver: Resolver,
+}
+
+impl MultiWriterIdGenerator {
+    /// Validates the configuration, runs startup recovery (spec §4) and starts the
+    /// background tasks.
+    ///
+    /// A writer's startup first waits until no transaction of an earlier process with the
+    /// same instance name can still commit (bounded by
+    /// [`writer_lock_timeout`](StreamConfig::writer_lock_timeout)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] before any I/O; [`Error::MissingObject`] when the sequence, a
+    /// table or a column is missing (the message says how to create it);
+    /// [`Error::UnsuitableSequence`]; [`Error::InconsistentDatabase`] in strict mode;
+    /// [`Error::WriterLockTimeout`]; [`Error::Timeout`] after
+    /// [`startup_timeout`](StreamConfig::startup_timeout); [`Error::Database`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: startup runs in one transaction, rolled back if dropped.
+    pub async fn postgres(
+        pool: deadpool_postgres::Pool,
+        config: StreamConfig,
+    ) -> Result<MultiWriterIdGenerator, Error> {
+        let config = config.validate(true)?;
+        let statements = Arc::new(postgres::sequence::statements_for(&config)?);
+        let timeout = config.startup_timeout;
+        let started =
+            tokio::time::timeout(timeout, postgres::startup::run(&pool, &config, &statements))
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "startup",
+                    waited_ms: timeout.as_millis(),
+                })??;
+        let backend = PgBackend {
+            pool: pool.clone(),
+            statements,
+            xact: postgres::statements::XactFunctions::for_version(started.server_version),
+            writer_lock: keys::writer_lock(&config.stream, &config.instance),
+        };
+        let writer = started.recorded.map(|recorded| {
+            let backend = backend.clone();
+            let (stream, instance, sign) =
+                (config.stream.clone(), config.instance.clone(), config.sign);
+            PositionWriter::spawn(recorded, config.position_write_interval, move |value| {
+                let backend = backend.clone();
+                let (stream, instance) = (stream.clone(), instance.clone());
+                async move {
+                    backend
+                        .upsert_position(&stream, &instance, sign * value)
+                        .await
+                }
+            })
+        });
+        let warn_after = config.unresolved_warn_after;
+        let xact = backend.xact;
+        let mut resolver = None;
+        let state = Arc::new_cyclic(|weak| {
+            resolver = Some(Resolver::spawn(weak.clone(), pool, xact, warn_after));
+            StreamState::new(config, started.tracker, writer)
+        });
+        let resolver = resolver.ok_or_else(|| {
+            Error::InvalidArgument("internal: the resolver was not started".to_owned())
+        })?;
+        Ok(MultiWriterIdGenerator {
+            state,
+            backend,
+            resolver,
+        })
+    }
+
+    /// Allocates one ID in autocommit. See [`Allocation`] for how to use it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAWriter`] on a reader, before any I/O; [`Error::Database`] or
+    /// [`Error::Pool`] if the sequence cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an ID the server handed out before the future was dropped is a gap and
+    /// holds nothing back.
+    pub async fn next_id(&self) -> Result<Allocation, Error> {
+        self.next_ids(1).await
+    }
+
+    /// Allocates `n` IDs in autocommit, in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_id`](Self::next_id); [`Error::InvalidArgument`] for `n == 0` or
+    /// `n > MAX_BATCH`, allocating nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn next_ids(&self, n: usize) -> Result<Allocation, Error> {
+        self.state.config.check_allocation(n)?;
+        let fetch = self.state.begin_fetch();
+        let ids = self.backend.fetch_ids(n).await?;
+        fetch.register(&ids)?;
+        Ok(Allocation::new(
+            Arc::clone(&self.state),
+            ids,
+            self.backend.writer_lock,
+        ))
+    }
+
+    /// Begins a transaction on `client` that allocates IDs inside it (spec §7): the fast,
+    /// recommended path — one commit, and crash-safe through the writer lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] if BEGIN fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a transaction begun before the future was dropped is rolled back.
+    pub async fn transaction<'a>(
+        &self,
+        client: &'a mut tokio_postgres::Client,
+    ) -> Result<StreamTransaction<'a>, Error> {
+        let tx = client.transaction().await.map_err(Error::db("begin"))?;
+        Ok(StreamTransaction::new(
+            tx,
+            Arc::clone(&self.state),
+            self.backend.clone(),
+            self.resolver.clone(),
+        ))
+    }
+
+    /// Runs `f` in a fresh [`StreamTransaction`] and commits, retrying on serialization
+    /// failure (`40001`) or deadlock (`40P01`) up to
+    /// [`retry_attempts`](StreamConfig::retry_attempts) times. Each failed attempt's IDs are
+    /// finished as gaps when it ends; the next attempt allocates fresh ones.
+    ///
+    /// # Errors
+    ///
+    /// The last attempt's error; [`Error::CommitOutcomeUnknown`] is never retried.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(generator: streamid::MultiWriterIdGenerator, pool: deadpool_postgres::Pool) -> Result<(), streamid::Error> {
+    /// let mut client = pool.get().await?;
+    /// let id = generator
+    ///     .retry(&mut client, async |tx| {
+    ///         let id = tx.next_id().await?;
+    ///         tx.execute("INSERT INTO events (stream_ordering) VALUES ($1)", &[&id]).await?;
+    ///         Ok(id)
+    ///     })
+    ///     .await?;
+    /// # let _ = id;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn retry<T, F>(
+        &self,
+        client: &mut tokio_postgres::Client,
+        mut f: F,
+    ) -> Result<T, Error>
+    where
+        F: AsyncFnMut(&mut StreamTransaction<'_>) -> Result<T, Error>,
+    {
+        let attempts = self.state.config.retry_attempts;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= attempts;
+            let mut tx = self.transaction(client).await?;
+            match f(&mut tx).await {
+                Ok(value) => match tx.commit().await {
+                    Ok(()) => return Ok(value),
+                    Err(e) if e.is_retryable() && !last => log_retry(attempt, &e),
+                    Err(e) => return Err(e),
+                },
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    if !(e.is_retryable() && !last) {
+                        return Err(e);
+                    }
+                    log_retry(attempt, &e);
+                }
+            }
+        }
+    }
+
+    /// The current token: the persisted-up-to position. Every ID at or below it (backwards
+    /// streams: at or above it) is decided, whoever allocated it; read rows up to it and you
+    /// never miss one.
+    pub fn current_token(&self) -> i64 {
+        self.persisted_upto_position()
+    }
+
+    /// The persisted-up-to position `P` (same as [`current_token`](Self::current_token)).
+    pub fn persisted_upto_position(&self) -> i64 {
+        self.state.sign() * self.state.lock().persisted_upto()
+    }
+
+    /// Writer `w`'s position: for this instance, its announced position; otherwise the
+    /// larger of `w`'s known position and `P` (an unknown writer counts as `P`).
+    pub fn current_token_for_writer(&self, writer: &str) -> i64 {
+        self.state.sign() * self.state.lock().writer_position(writer)
+    }
+
+    /// This instance's own position, reached by its own completions (`P` for a reader).
+    pub fn minimal_local_current_token(&self) -> i64 {
+        self.state.sign() * self.state.lock().minimal_local()
+    }
+
+    /// Every known writer position; this instance's entry is its minimal position.
+    pub fn positions(&self) -> BTreeMap<String, i64> {
+        let sign = self.state.sign();
+        let mut positions = self.state.lock().positions();
+        positions.values_mut().for_each(|p| *p *= sign);
+        positions
+    }
+
+    /// The last ID the sequence handed out (negative on backwards streams).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] or [`Error::Pool`].
+    pub async fn max_allocated_token(&self) -> Result<i64, Error> {
+        Ok(self.state.sign() * self.backend.last_allocated().await?)
+    }
+
+    /// Applies another writer's announced position, as received through replication
+    /// (`value` in API form). Positions of this instance and, with a non-empty writer list,
+    /// of unlisted instances are ignored (and logged).
+    pub fn advance(&self, instance: &str, value: i64) {
+        self.state.advance(instance, self.state.sign() * value);
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.state.config.stream
+    }
+
+    /// This process's instance name.
+    pub fn instance_name(&self) -> &str {
+        &self.state.config.instance
+    }
+
+    /// Transactions whose COMMIT outcome is still being resolved.
+    pub fn unresolved_commits(&self) -> usize {
+        self.resolver.pending()
+    }
+
+    /// Local IDs allocated and not yet finished.
+    pub fn unfinished_ids(&self) -> usize {
+        self.state.lock().unfinished_count()
+    }
+
+    /// Writes the newest announced position to `stream_positions` once more (bounded to
+    /// 5 s) and stops the position writer. Allocation keeps working; positions are then
+    /// recorded only at the next startup.
+    pub async fn shutdown(&self) {
+        if let Some(writer) = &self.state.writer
+            && !writer.shutdown(SHUTDOWN_FLUSH).await
+        {
+            tracing::warn!(stream = %self.state.config.stream, "the final position write timed out");
+        }
+    }
+
+    /// Checks the tracker's internal invariants (tests only).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.state.lock().check_invariants()
+    }
+}
+
+fn log_retry(attempt: u32, err: &Error) {
+    tracing::debug!(attempt, error = %err, "retrying the stream transaction");
+}
+
+impl std::fmt::Debug for MultiWriterIdGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiWriterIdGenerator")
+            .field("stream", &self.state.config.stream)
+            .field("instance", &self.state.config.instance)
+            .finish_non_exhaustive()
+    }
+}

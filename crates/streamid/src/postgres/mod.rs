@@ -1,0 +1,117 @@
+//! The PostgreSQL backend: IDs from a sequence, positions in `stream_positions`, and the
+//! transaction path.
+//!
+//! This module and its children are the only places that talk to PostgreSQL. Statements come
+//! from [`statements`]; nothing here holds the tracker lock across I/O.
+
+pub(crate) mod resolver;
+pub(crate) mod sequence;
+pub(crate) mod startup;
+pub(crate) mod statements;
+mod transaction;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio_postgres::types::Type;
+
+pub(crate) use resolver::Resolver;
+pub use sequence::create_sequence;
+pub use transaction::StreamTransaction;
+
+use crate::Error;
+use statements::{Statements, XactFunctions};
+
+/// Connection pool, statements and server facts; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PgBackend {
+    pub(crate) pool: Pool,
+    pub(crate) statements: Arc<Statements>,
+    pub(crate) xact: XactFunctions,
+    /// The writer lock key of this instance (spec §4.2 step 2a).
+    pub(crate) writer_lock: i64,
+}
+
+impl PgBackend {
+    async fn client(&self, operation: &'static str) -> Result<deadpool_postgres::Object, Error> {
+        self.pool.get().await.map_err(Error::pool(operation))
+    }
+
+    /// Takes `n` IDs from the sequence in autocommit (spec §5.2 step 2), internal form,
+    /// ascending.
+    pub(crate) async fn fetch_ids(&self, n: usize) -> Result<Vec<i64>, Error> {
+        const OP: &str = "allocate stream IDs";
+        let client = self.client(OP).await?;
+        let rows = if n == 1 {
+            client.query_typed(&self.statements.nextval_one, &[]).await
+        } else {
+            let n = n as i64;
+            client
+                .query_typed(&self.statements.nextval_many, &[(&n, Type::INT8)])
+                .await
+        }
+        .map_err(Error::db(OP))?;
+        let mut ids = rows
+            .iter()
+            .map(|r| r.try_get::<_, i64>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::db(OP))?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The last value the sequence handed out (internal form, FIX-1).
+    pub(crate) async fn last_allocated(&self) -> Result<i64, Error> {
+        const OP: &str = "read the sequence";
+        let client = self.client(OP).await?;
+        last_allocated(&**client, &self.statements).await
+    }
+
+    /// The guarded upsert of this instance's row (spec §8.3), `value` in API form.
+    pub(crate) async fn upsert_position(
+        &self,
+        stream: &str,
+        instance: &str,
+        value: i64,
+    ) -> Result<(), Error> {
+        const OP: &str = "record the stream position";
+        let client = self.client(OP).await?;
+        upsert_position(&**client, &self.statements, stream, instance, value).await
+    }
+}
+
+/// `SELECT last_value, is_called`: the value actually handed out last (spec §10.1).
+pub(crate) async fn last_allocated<C: tokio_postgres::GenericClient>(
+    client: &C,
+    statements: &Statements,
+) -> Result<i64, Error> {
+    const OP: &str = "read the sequence";
+    let row = client
+        .query_one(statements.last_allocated.as_str(), &[])
+        .await
+        .map_err(Error::db(OP))?;
+    let last: i64 = row.try_get(0).map_err(Error::db(OP))?;
+    let called: bool = row.try_get(1).map_err(Error::db(OP))?;
+    Ok(if called { last } else { last - 1 })
+}
+
+pub(crate) async fn upsert_position<C: tokio_postgres::GenericClient>(
+    client: &C,
+    statements: &Statements,
+    stream: &str,
+    instance: &str,
+    value: i64,
+) -> Result<(), Error> {
+    client
+        .execute_typed(
+            statements.upsert_position,
+            &[
+                (&stream, Type::TEXT),
+                (&instance, Type::TEXT),
+                (&value, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(Error::db("record the stream position"))?;
+    Ok(())
+}

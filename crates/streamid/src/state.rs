@@ -1,0 +1,276 @@
+//! The state one generator shares with its allocations, transactions and background tasks:
+//! the tracker behind its one mutex, and publication of every change (spec §6.6).
+//!
+//! Rule: the mutex is held for in-memory updates only — never across an `.await`, database
+//! I/O or user code. Publication (watch channel, position writer) happens after the lock is
+//! released and never blocks.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use streamid_core::{Changes, FetchTicket, Tracker};
+use tokio::sync::watch;
+
+use crate::config::ValidConfig;
+use crate::persist::PositionWriter;
+
+/// Whether the IDs being finished had their rows committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The transaction committed: schedule a `stream_positions` write.
+    Success,
+    /// Rolled back, dropped or given up: publish only.
+    Failure,
+}
+
+/// What watchers see after every change (API form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) persisted_upto: i64,
+    pub(crate) announced: i64,
+}
+
+/// Per-stream metric handles, registered once so the hot path does not build keys.
+struct Metrics {
+    persisted_upto: metrics::Gauge,
+    unfinished: metrics::Gauge,
+    finished_ok: metrics::Counter,
+    finished_failed: metrics::Counter,
+}
+
+impl Metrics {
+    fn new(stream: &str) -> Metrics {
+        let label = [("stream", stream.to_owned())];
+        Metrics {
+            persisted_upto: metrics::gauge!("streamid_persisted_upto", &label),
+            unfinished: metrics::gauge!("streamid_unfinished_ids", &label),
+            finished_ok: metrics::counter!(
+                "streamid_ids_finished_total",
+                &[
+                    ("stream", stream.to_owned()),
+                    ("outcome", "success".to_owned())
+                ]
+            ),
+            finished_failed: metrics::counter!(
+                "streamid_ids_finished_total",
+                &[
+                    ("stream", stream.to_owned()),
+                    ("outcome", "failure".to_owned())
+                ]
+            ),
+        }
+    }
+}
+
+/// A generator's shared state.
+pub(crate) struct StreamState {
+    pub(crate) config: ValidConfig,
+    /// Poisoning is ignored: tracker operations do not panic (they return outcomes), so a
+    /// panic elsewhere while the guard was held cannot have left the tracker half-updated.
+    tracker: Mutex<Tracker>,
+    snapshot: watch::Sender<Snapshot>,
+    /// `Some` for configured writers (spec §8.2).
+    pub(crate) writer: Option<PositionWriter>,
+    metrics: Metrics,
+}
+
+impl StreamState {
+    pub(crate) fn new(
+        config: ValidConfig,
+        tracker: Tracker,
+        writer: Option<PositionWriter>,
+    ) -> StreamState {
+        let sign = config.sign;
+        let snapshot = watch::Sender::new(Snapshot {
+            persisted_upto: sign * tracker.persisted_upto(),
+            announced: sign * tracker.announced(),
+        });
+        let metrics = Metrics::new(&config.stream);
+        metrics.persisted_upto.set(tracker.persisted_upto() as f64);
+        StreamState {
+            config,
+            tracker: Mutex::new(tracker),
+            snapshot,
+            writer,
+            metrics,
+        }
+    }
+
+    /// Locks the tracker for a short, I/O-free critical section.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sign `f` (spec §0).
+    pub(crate) fn sign(&self) -> i64 {
+        self.config.sign
+    }
+
+    /// Finishes local IDs (internal form) and publishes. Returns the announced position
+    /// (internal) right after, the value a successful completion waits to see recorded.
+    /// Never blocks, never panics: safe in `Drop`.
+    pub(crate) fn finish(&self, ids: &[i64], outcome: Outcome) -> i64 {
+        let (result, tracker_view) = {
+            let mut t = self.lock();
+            let result = t.finish(ids);
+            (result, View::of(&t))
+        };
+        if result.unknown_ids > 0 {
+            tracing::error!(
+                stream = %self.config.stream,
+                unknown = result.unknown_ids,
+                "finished IDs that were not unfinished; this is a bug in streamid"
+            );
+        }
+        let counter = match outcome {
+            Outcome::Success => &self.metrics.finished_ok,
+            Outcome::Failure => &self.metrics.finished_failed,
+        };
+        counter.increment(ids.len() as u64);
+        self.publish(result.changes, tracker_view, outcome == Outcome::Success);
+        tracker_view.announced
+    }
+
+    /// Starts a fetch: the returned guard cancels it if dropped before registration.
+    pub(crate) fn begin_fetch(self: &Arc<Self>) -> FetchGuard {
+        let ticket = self.lock().begin_fetch();
+        FetchGuard {
+            state: Arc::clone(self),
+            ticket: Some(ticket),
+        }
+    }
+
+    /// Applies another writer's position (internal form) and publishes.
+    pub(crate) fn advance(&self, instance: &str, value: i64) {
+        let (outcome, view) = {
+            let mut t = self.lock();
+            let outcome = t.advance(instance, value);
+            (outcome, View::of(&t))
+        };
+        match outcome {
+            streamid_core::Advance::Applied(changes) => self.publish(changes, view, false),
+            streamid_core::Advance::IgnoredOwn => tracing::debug!(
+                stream = %self.config.stream,
+                instance,
+                "ignored a position for this instance: its own position moves only by completion"
+            ),
+            streamid_core::Advance::IgnoredUnlisted => tracing::warn!(
+                stream = %self.config.stream,
+                instance,
+                value = self.sign() * value,
+                "ignored a position from an instance that is not in the writer list"
+            ),
+        }
+    }
+
+    fn publish(&self, changes: Changes, view: View, write_position: bool) {
+        self.metrics.unfinished.set(view.unfinished as f64);
+        if changes.any() {
+            self.metrics.persisted_upto.set(view.persisted as f64);
+            let sign = self.sign();
+            self.snapshot.send_if_modified(|s| {
+                let new = Snapshot {
+                    persisted_upto: sign * view.persisted,
+                    announced: sign * view.announced,
+                };
+                let modified = *s != new;
+                *s = new;
+                modified
+            });
+        }
+        if let Some(writer) = &self.writer {
+            if write_position {
+                writer.request(view.announced);
+            } else if changes.announced {
+                // Idle writers follow the stream; their row is refreshed at the next tick.
+                writer.note(view.announced);
+            }
+        }
+    }
+}
+
+/// Values read under the lock for publication after it.
+#[derive(Clone, Copy)]
+struct View {
+    persisted: i64,
+    announced: i64,
+    unfinished: usize,
+}
+
+impl View {
+    fn of(t: &Tracker) -> View {
+        View {
+            persisted: t.persisted_upto(),
+            announced: t.announced(),
+            unfinished: t.unfinished_count(),
+        }
+    }
+}
+
+/// A fetch in flight (spec §5.2). Dropping it before [`register`](Self::register) — the
+/// fetch failed, or its future was cancelled — removes the marker and releases whatever it
+/// held back (FIX-5).
+pub(crate) struct FetchGuard {
+    state: Arc<StreamState>,
+    ticket: Option<FetchTicket>,
+}
+
+impl FetchGuard {
+    /// Registers the fetched IDs (internal form) in one critical section. On a refusal the
+    /// fetch is cancelled and the IDs must not be used.
+    pub(crate) fn register(mut self, ids: &[i64]) -> Result<(), crate::Error> {
+        let Some(ticket) = self.ticket.take() else {
+            return Ok(());
+        };
+        let refused = self.state.lock().register(ticket, ids);
+        match refused {
+            Ok(()) => Ok(()),
+            Err(streamid_core::RegisterError::NotAboveMarker { id, marker }) => {
+                self.republish();
+                let sign = self.state.sign();
+                Err(crate::Error::SequenceWentBackwards {
+                    sequence: self.sequence_name(),
+                    id: sign * id,
+                    known: sign * marker,
+                })
+            }
+            Err(streamid_core::RegisterError::Empty) => {
+                self.republish();
+                Err(crate::Error::InvalidArgument(
+                    "the sequence returned no IDs".to_owned(),
+                ))
+            }
+        }
+    }
+
+    fn sequence_name(&self) -> String {
+        self.state
+            .config
+            .sequence
+            .as_ref()
+            .map_or_else(|| "streamid_sequences".to_owned(), |s| s.plain())
+    }
+
+    /// After a refused registration (which cancelled the fetch), publish like a cancel.
+    fn republish(&self) {
+        let view = View::of(&self.state.lock());
+        let all = Changes {
+            persisted: true,
+            announced: true,
+            positions: true,
+        };
+        self.state.publish(all, view, false);
+    }
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let (changes, view) = {
+                let mut t = self.state.lock();
+                let changes = t.cancel_fetch(ticket);
+                (changes, View::of(&t))
+            };
+            self.state.publish(changes, view, false);
+        }
+    }
+}
