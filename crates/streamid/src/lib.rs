@@ -84,3 +84,8 @@ pub use config::{MAX_BATCH, StreamConfig};
 pub use error::Error;
 pub use generator::MultiWriterIdGenerator;
 pub use postgres::{StreamTransaction, create_sequence};
+
+/// The README's code blocks, compiled as doc tests so the quickstart cannot rot.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
