@@ -41,32 +41,31 @@ use crate::state::{Outcome, StreamState};
 pub struct Allocation {
     state: Arc<StreamState>,
     /// Internal form, ascending; empty once finished.
-    ids: Vec<i64>,
+    internal: Vec<i64>,
     /// API form, in allocation order.
-    external: Vec<i64>,
+    ids: Vec<i64>,
     writer_lock: i64,
 }
 
 impl Allocation {
     pub(crate) fn new(state: Arc<StreamState>, ids: Vec<i64>, writer_lock: i64) -> Allocation {
         let sign = state.sign();
-        let external = ids.iter().map(|id| sign * id).collect();
         Allocation {
+            ids: ids.iter().map(|id| sign * id).collect(),
+            internal: ids,
             state,
-            ids,
-            external,
             writer_lock,
         }
     }
 
     /// The first (for `next_id`, the only) ID.
     pub fn id(&self) -> i64 {
-        self.external.first().copied().unwrap_or_default()
+        self.ids.first().copied().unwrap_or_default()
     }
 
     /// All IDs, ascending for forwards streams (descending for backwards ones).
     pub fn ids(&self) -> &[i64] {
-        &self.external
+        &self.ids
     }
 
     /// Takes the writer lock inside your transaction (spec §5.3), so a restart of this
@@ -103,7 +102,7 @@ impl Allocation {
     /// Dropped before its first poll, the allocation takes the failure path. Dropped later,
     /// the IDs are finished and the row is written in the background.
     pub async fn complete(mut self) -> Result<(), Error> {
-        let ids = std::mem::take(&mut self.ids);
+        let ids = std::mem::take(&mut self.internal);
         let announced = self.state.finish(&ids, Outcome::Success);
         let Some(writer) = &self.state.writer else {
             return Ok(());
@@ -122,7 +121,7 @@ impl Allocation {
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        let ids = std::mem::take(&mut self.ids);
+        let ids = std::mem::take(&mut self.internal);
         if !ids.is_empty() {
             self.state.finish(&ids, Outcome::Failure);
         }
@@ -133,7 +132,7 @@ impl std::fmt::Debug for Allocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Allocation")
             .field("stream", &self.state.config.stream)
-            .field("ids", &self.external)
+            .field("ids", &self.ids)
             .finish()
     }
 }

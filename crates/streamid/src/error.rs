@@ -67,7 +67,17 @@ pub enum Error {
 
     /// Strict consistency is on and `stream_positions` records a position ahead of the
     /// sequence and every row. Nothing was changed.
-    #[error("{message}")]
+    #[error(
+        "inconsistent database: stream {stream:?} records position {recorded} (instance \
+         {recorded_by:?}) in stream_positions, beyond what sequence {sequence} and the backing \
+         tables allow ({base}); starting would let the sequence hand out IDs that readers \
+         already treat as persisted. Likely causes: a restore whose tables and sequence come \
+         from different moments; a promoted replica (sequences are pre-logged, so a standby's \
+         need not match what was handed out); a port that rebuilt sequences but copied \
+         stream_positions; two streams sharing one stream name. Repair (it only moves the \
+         sequence forward):\n{repair_sql}\nStarting without strict_consistency repairs the \
+         same way automatically"
+    )]
     InconsistentDatabase {
         /// The stream.
         stream: String,
@@ -81,8 +91,6 @@ pub enum Error {
         base: i64,
         /// The statement that repairs the sequence.
         repair_sql: String,
-        /// The full explanation.
-        message: String,
     },
 
     /// The sequence returned an ID at or below one already known to be allocated.

@@ -232,7 +232,7 @@ impl MultiWriterIdGenerator {
                 },
                 Err(e) => {
                     let _ = tx.rollback().await;
-                    if !(e.is_retryable() && !last) {
+                    if !e.is_retryable() || last {
                         return Err(e);
                     }
                     log_retry(attempt, &e);

@@ -62,10 +62,7 @@ mod tests {
         );
         assert_ne!(writer_lock("ab", "c"), writer_lock("a", "bc"));
         assert_ne!(writer_lock("s", "w"), ddl_lock());
-        assert_eq!(
-            writer_lock("events", "writer-1"),
-            0x3d14_6d24_1f8e_9d0f_u64 as i64
-        );
+        assert_eq!(writer_lock("events", "writer-1"), 2_625_894_678_374_620_981);
     }
 
     #[test]

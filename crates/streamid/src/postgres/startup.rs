@@ -216,13 +216,14 @@ async fn describe_lock_timeout(
             Ok(rows) => rows
                 .iter()
                 .map(|r| {
+                    let text = |i: usize| r.try_get::<_, String>(i).unwrap_or_default();
                     format!(
                         "pid {} ({}, application {:?}, transaction since {}, client {})",
-                        r.get::<_, i32>(0),
-                        r.get::<_, String>(1),
-                        r.get::<_, String>(2),
-                        r.get::<_, String>(3),
-                        r.get::<_, String>(4)
+                        r.try_get::<_, i32>(0).unwrap_or_default(),
+                        text(1),
+                        text(2),
+                        text(3),
+                        text(4)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -299,11 +300,24 @@ pub(crate) async fn table_maxima<C: GenericClient + Sync>(
     statements: &Statements,
 ) -> Result<(i64, String), Error> {
     let mut best = (0, String::new());
-    for (sql, table) in statements.table_max.iter().zip(&config.tables) {
-        let row = client
-            .query_one(sql.as_str(), &[])
-            .await
-            .map_err(|e| missing_table_or(e, config, table, "startup: read the table maximum"))?;
+    for ((sql, check), table) in statements
+        .table_max
+        .iter()
+        .zip(&statements.columns_exist)
+        .zip(&config.tables)
+    {
+        client.query(check.as_str(), &[]).await.map_err(|e| {
+            missing_table_or(e, config, statements, table, "startup: check the table")
+        })?;
+        let row = client.query_one(sql.as_str(), &[]).await.map_err(|e| {
+            missing_table_or(
+                e,
+                config,
+                statements,
+                table,
+                "startup: read the table maximum",
+            )
+        })?;
         let max: i64 = row
             .try_get(0)
             .map_err(Error::db("startup: read the table maximum"))?;
@@ -314,23 +328,34 @@ pub(crate) async fn table_maxima<C: GenericClient + Sync>(
     Ok(best)
 }
 
-/// Maps "table/column does not exist" to [`Error::MissingObject`] with the fix.
+/// Maps "table/column does not exist" to [`Error::MissingObject`] with the fix: the columns
+/// needed, then the statements of spec §10.4 (§2.4), which need the table to exist.
 fn missing_table_or(
     err: tokio_postgres::Error,
     config: &ValidConfig,
+    statements: &Statements,
     table: &crate::config::TableSpec,
     operation: &'static str,
 ) -> Error {
-    let (kind, name) = match err.code() {
-        Some(c) if *c == SqlState::UNDEFINED_TABLE => ("table", table.table.plain()),
+    let (inst, id) = (&table.instance_column, &table.id_column);
+    let (kind, name, fix) = match err.code() {
+        Some(c) if *c == SqlState::UNDEFINED_TABLE => (
+            "table",
+            table.table.plain(),
+            format!(
+                "create it, e.g.:\nCREATE TABLE {} ({inst} TEXT, {id} BIGINT NOT NULL);",
+                table.table
+            ),
+        ),
         Some(c) if *c == SqlState::UNDEFINED_COLUMN => (
             "column",
             format!(
                 "{} or {} of table {}",
-                table.instance_column.as_str(),
-                table.id_column.as_str(),
+                inst.as_str(),
+                id.as_str(),
                 table.table.plain()
             ),
+            format!("add the missing column to {}", table.table),
         ),
         _ => return Error::db(operation)(err),
     };
@@ -338,12 +363,12 @@ fn missing_table_or(
         kind,
         name,
         hint: format!(
-            "{}: stream {:?} stores rows in it; create it with at least \
-             `{} TEXT NULL, {} BIGINT NOT NULL` before starting the generator",
+            "{}: stream {:?} stores rows in it, with at least columns `{inst} TEXT NULL` and \
+             `{id} BIGINT NOT NULL`; {fix}\nThen create the sequence with \
+             streamid::create_sequence, or run:\n{}",
             table.table.case_hint(),
             config.stream,
-            table.instance_column.as_str(),
-            table.id_column.as_str()
+            statements.setup_script
         ),
     }
 }
@@ -367,8 +392,8 @@ async fn recorded_max(
         .await
         .map_err(Error::db(OP))?
         .iter()
-        .find(|r| r.get::<_, i64>(1) * config.sign == q)
-        .map(|r| r.get::<_, String>(0))
+        .find(|r| r.try_get::<_, i64>(1).ok().map(|v| v * config.sign) == Some(q))
+        .and_then(|r| r.try_get::<_, String>(0).ok())
         .unwrap_or_default();
     Ok(Some((q, holder)))
 }
@@ -452,20 +477,6 @@ fn inconsistent(
     let repair_sql = format!(
         "SELECT setval({seq_lit}, GREATEST(\n    (SELECT {agg} FROM stream_positions WHERE stream_name = '{stream_lit}'),\n    (SELECT last_value FROM {seq})));"
     );
-    let message = format!(
-        "inconsistent database: stream {stream:?} records position {recorded} (instance {holder:?}) \
-         in stream_positions, beyond what sequence {seqname} and the backing tables allow ({base}); \
-         starting would let the sequence hand out IDs that readers already treat as persisted. \
-         Likely causes: a restore whose tables and sequence come from different moments; a \
-         promoted replica (sequences are pre-logged, so a standby's need not match what was \
-         handed out); a port that rebuilt sequences but copied stream_positions; two streams \
-         sharing one stream name. Repair (it only moves the sequence forward):\n{repair_sql}\n\
-         Starting without strict_consistency repairs the same way automatically",
-        stream = config.stream,
-        recorded = sign * q,
-        seqname = seq.plain(),
-        base = sign * base,
-    );
     Error::InconsistentDatabase {
         stream: config.stream.clone(),
         sequence: seq.plain(),
@@ -473,7 +484,6 @@ fn inconsistent(
         recorded_by: holder.to_owned(),
         base: sign * base,
         repair_sql,
-        message,
     }
 }
 
@@ -492,8 +502,8 @@ async fn delete_stale_writers(tx: &Transaction<'_>, config: &ValidConfig) -> Res
     for row in rows {
         tracing::info!(
             stream = %config.stream,
-            instance = %row.get::<_, String>(0),
-            position = row.get::<_, i64>(1),
+            instance = %row.try_get::<_, String>(0).unwrap_or_default(),
+            position = row.try_get::<_, i64>(1).unwrap_or_default(),
             "deleted the position of a writer no longer in the writer list"
         );
     }
@@ -533,7 +543,7 @@ async fn scan_rows(
         let rows = tx
             .query_typed(sql, &[(&from, Type::INT8)])
             .await
-            .map_err(|e| missing_table_or(e, config, table, OP))?;
+            .map_err(|e| missing_table_or(e, config, statements, table, OP))?;
         for row in rows {
             let instance: Option<String> = row.try_get(0).map_err(Error::db(OP))?;
             let id: i64 = row.try_get(1).map_err(Error::db(OP))?;

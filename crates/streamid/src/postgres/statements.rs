@@ -67,6 +67,9 @@ pub(crate) struct Statements {
     pub(crate) sequence_lock: String,
     /// Per table, `T`: the largest ID in internal form (0 if empty).
     pub(crate) table_max: Vec<String>,
+    /// Per table, a query naming both columns that reads no row: `table_max` alone cannot
+    /// notice a missing instance column, and a reader may never scan.
+    pub(crate) columns_exist: Vec<String>,
     /// Per table, rows at or beyond `$1` (API form), for the startup scan (spec §4.5).
     pub(crate) table_scan: Vec<String>,
     /// `Q`: the largest recorded position in internal form, or NULL.
@@ -117,7 +120,18 @@ impl Statements {
             "{create_sequence};\nSELECT setval({lit}, GREATEST(1, {}, {last}), true);",
             maxima.join(", ")
         );
+        let columns_exist = config
+            .tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "SELECT {}, {} FROM {} LIMIT 0",
+                    t.instance_column, t.id_column, t.table
+                )
+            })
+            .collect();
         Statements {
+            columns_exist,
             create_sequence,
             place_sequence,
             setup_script,

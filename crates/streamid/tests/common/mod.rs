@@ -1,6 +1,8 @@
 //! Shared set-up for the PostgreSQL tests: a fresh database per test (private cluster from
 //! the testkit, or `DATABASE_URL`), a backing table, a sequence and config helpers.
-#![allow(dead_code)] // each test binary uses a different subset
+// Test support: each binary uses a different subset, and failing fast with `expect` is the
+// point of a harness.
+#![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -116,5 +118,67 @@ pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
             "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Records every ERROR event `streamid` logs. The library logs at ERROR only for its own
+/// bugs (an ID finished twice or never registered, an in-doubt transaction without an id,
+/// a stopped resolver), which the tracker otherwise absorbs silently; tests that sweep or
+/// stress call [`assert_no_streamid_errors`]. One global subscriber per test binary, so
+/// an error in any test of the binary fails the next check of every test.
+pub(crate) mod error_log {
+    use std::fmt::Write as _;
+    use std::sync::{Mutex, Once, PoisonError};
+
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Level, Metadata, Subscriber, span};
+
+    static ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct ErrorLog;
+
+    impl Subscriber for ErrorLog {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            *metadata.level() == Level::ERROR && metadata.target().starts_with("streamid")
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields(format!("{}: ", event.metadata().target()));
+            event.record(&mut fields);
+            ERRORS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(fields.0);
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    struct Fields(String);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, "{}={value:?} ", field.name());
+        }
+    }
+
+    /// Installs the recorder (idempotent).
+    pub(crate) fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            if let Err(e) = tracing::subscriber::set_global_default(ErrorLog) {
+                panic!("another global tracing subscriber is set in this test binary: {e}");
+            }
+        });
+    }
+
+    /// Fails if `streamid` logged an ERROR since the binary started.
+    pub(crate) fn assert_no_streamid_errors() {
+        let errors = ERRORS.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(errors.is_empty(), "streamid logged errors: {errors:#?}");
     }
 }
