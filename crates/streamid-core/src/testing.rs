@@ -2,14 +2,17 @@
 //! (feature `testing`).
 //!
 //! - [`Model`]: a naive, obviously correct reference implementation of one process's
-//!   tracker, following the specification's text literally; the oracle for [`Tracker`].
+//!   tracker, following the specification's text literally; the oracle for [`Tracker`]
+//!   (and, through [`Model::startup`] and [`StartupInput`], for [`Startup`](crate::Startup)).
 //! - [`Sim`]: a deterministic simulation of several writers (each a [`Tracker`] checked
 //!   against a [`Model`]), one sequence and a replication bus that reorders, duplicates and
 //!   drops announcements, asserting the safety guarantee (spec §1.2, §3.2) after every
 //!   [`Op`] and liveness at quiescence.
 //! - [`Solo`]: one tracker driven alone, with other writers simulated abstractly as
-//!   truthful announcements of arbitrary consistent values.
-//! - [`strategy`]: proptest strategies generating op sequences for both.
+//!   truthful announcements of arbitrary consistent values; it starts from
+//!   [`Tracker::new`] or from a database state through `Startup`.
+//! - [`strategy`]: proptest strategies generating setups and op sequences for both.
+//! - [`View`]: everything a caller can observe of a process, compared after every step.
 //!
 //! Nothing here is optimised: clarity first, since these are the oracles.
 
@@ -23,7 +26,7 @@ mod truth;
 
 use std::collections::BTreeMap;
 
-pub use model::Model;
+pub use model::{Model, StartupInput};
 pub use sim::{Op, Sim};
 pub use solo::{Solo, SoloOp};
 

@@ -5,6 +5,10 @@
 //! by a linear scan, every value pushed onto `known_finished` one at a time, no caches. It
 //! is slow on purpose and must stay obviously correct; never optimise it.
 
+mod startup;
+
+pub use startup::StartupInput;
+
 use std::collections::BTreeMap;
 
 use crate::Changes;
@@ -258,15 +262,12 @@ impl Model {
         // Step 3.
         self.persisted = self.persisted.max(min_curr);
         // Step 4: the heap walk, with the minimum found by a scan.
-        loop {
-            let Some((i, &min)) = self
-                .known_finished
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, v)| **v)
-            else {
-                break;
-            };
+        while let Some((i, &min)) = self
+            .known_finished
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, v)| **v)
+        {
             if min <= self.persisted {
                 self.known_finished.remove(i);
             } else if min == self.persisted + 1 {

@@ -209,7 +209,7 @@ impl Proc {
 
     /// Spec §6.4: `advance(from, value)`. Own-position changes are refused (I5).
     pub(crate) fn receive(&mut self, from: &str, value: i64) -> Result<(), String> {
-        let minimal = self.tracker.minimal_local();
+        let own_entry = self.tracker.positions().get(&self.name).copied();
         let got = self.tracker.advance(from, value);
         let want = self.model.advance(from, value);
         let writers = self.tracker.writers();
@@ -227,11 +227,8 @@ impl Proc {
                 self.name
             ));
         }
-        if self.tracker.minimal_local() != minimal {
-            return Err(format!(
-                "{}: I5: advance moved the minimal local position",
-                self.name
-            ));
+        if self.tracker.positions().get(&self.name).copied() != own_entry {
+            return Err(format!("{}: I5: advance moved positions[own]", self.name));
         }
         Ok(())
     }

@@ -89,6 +89,16 @@ pub enum Op {
         /// Which message.
         msg: u8,
     },
+    /// Writer `w` registers the IDs of every fetch in flight (an unanswered fetch gets one)
+    /// and finishes every unfinished ID, in ascending order, committed: it becomes idle.
+    /// Lets positions move in runs with many writers.
+    Settle {
+        /// The writer.
+        w: u8,
+    },
+    /// A healthy network round: every writer announces and every announcement reaches
+    /// every other writer, in writer order.
+    Gossip,
     /// Writer `to` receives `value + 1` from an instance outside the writer list, or (with
     /// an empty writer list) from itself: either way it must be ignored (spec §6.4).
     Stray {
@@ -106,7 +116,10 @@ struct Msg {
     value: i64,
 }
 
-/// The simulation. See the [module documentation](self).
+/// Several writers of one stream: each a [`Tracker`] checked against a
+/// [`Model`](super::Model), one sequence, the global truth of which IDs are decided, and a
+/// replication bus. [`apply`](Self::apply) checks model agreement, `check_invariants` and
+/// global safety after every [`Op`]; [`quiesce`](Self::quiesce) checks liveness.
 #[derive(Debug)]
 pub struct Sim {
     names: Vec<String>,
@@ -152,6 +165,11 @@ impl Sim {
     /// The tracker of writer `w`.
     pub fn tracker(&self, w: usize) -> &Tracker {
         &self.procs[w % self.procs.len()].tracker
+    }
+
+    /// The number of writers.
+    pub fn writers(&self) -> usize {
+        self.procs.len()
     }
 
     /// The last value the sequence handed out.
@@ -236,6 +254,17 @@ impl Sim {
                 }
                 Ok(())
             }
+            Op::Settle { w } => {
+                let proc = &mut self.procs[usize::from(w) % n];
+                while proc.has_fetch() {
+                    proc.complete(truth, 0, 1)?;
+                }
+                while proc.has_unfinished() {
+                    proc.finish(truth, 0, 2, true, false)?;
+                }
+                Ok(())
+            }
+            Op::Gossip => self.gossip(1),
             Op::Stray { to, value } => {
                 let proc = &mut self.procs[usize::from(to) % n];
                 let from = if self.open {
@@ -313,16 +342,16 @@ impl Sim {
 
     /// `rounds` times: every writer announces, and every announcement reaches every other
     /// writer.
+    /// Messages already on the bus stay there.
     fn gossip(&mut self, rounds: usize) -> Result<(), String> {
-        self.bus.clear();
         for _ in 0..rounds {
             for i in 0..self.procs.len() {
+                let value = self.procs[i].tracker.announced();
                 self.announce(i)?;
-            }
-            for m in std::mem::take(&mut self.bus) {
-                for to in (0..self.procs.len()).filter(|&to| to != m.from) {
-                    let from = self.names[m.from].clone();
-                    self.procs[to].receive(&from, m.value)?;
+                self.bus.pop();
+                for to in (0..self.procs.len()).filter(|&to| to != i) {
+                    let from = self.names[i].clone();
+                    self.procs[to].receive(&from, value)?;
                     self.check_all().map_err(|e| format!("gossip: {e}"))?;
                 }
             }

@@ -9,8 +9,8 @@
 
 use super::process::Proc;
 use super::truth::{Fate, Truth};
-use super::{Model, NOBODY};
-use crate::Tracker;
+use super::{Model, NOBODY, StartupInput};
+use crate::{Startup, Tracker};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
@@ -93,7 +93,10 @@ pub enum SoloOp {
     },
 }
 
-/// The single-tracker harness. See the [module documentation](self).
+/// One tracker, `a`, driven alone and compared with the [`Model`](super::Model) after
+/// every [`SoloOp`]; the other writers `b` and `c` exist only in the global truth and are
+/// heard at arbitrary truthful positions. Safety is checked after every step, liveness in
+/// [`quiesce`](Self::quiesce).
 #[derive(Debug)]
 pub struct Solo {
     names: Vec<String>,
@@ -135,6 +138,59 @@ impl Solo {
             truth: Truth::new(base),
             steps: 0,
         }
+    }
+
+    /// Starts `a` from the database state `input` (whose `own` must be `"a"`, instances
+    /// among `a`, `b`, `c` or others) through [`Startup`], and its model through
+    /// [`Model::startup`]. Every value up to the largest in `input` or in the result is
+    /// history, hence decided.
+    ///
+    /// # Errors
+    ///
+    /// `scan_from()` is not the minimum of the entries steps 9–10 set.
+    pub fn started(input: &StartupInput) -> Result<Solo, String> {
+        let mut s = Startup::new(&input.own, &input.writers);
+        for (instance, value) in &input.loaded {
+            s.load_position(instance, *value);
+        }
+        if let Some(start) = input.start {
+            s.set_start(start);
+        }
+        // The entries steps 9–10 set: listed rows, then the own start over its row.
+        let mut entries: std::collections::BTreeMap<&str, i64> = input
+            .loaded
+            .iter()
+            .filter(|(i, _)| input.writers.contains(i))
+            .map(|(i, v)| (i.as_str(), *v))
+            .collect();
+        if let Some(start) = input.start {
+            entries.insert(&input.own, start);
+        }
+        let m = entries.values().copied().min();
+        if s.scan_from() != m {
+            return Err(format!("scan_from {:?}, expected {m:?}", s.scan_from()));
+        }
+        let rows = input.rows.iter().map(|(i, id)| (i.as_deref(), *id));
+        let tracker = s.finish(input.table_max, rows);
+        let values = input
+            .loaded
+            .iter()
+            .map(|&(_, v)| v)
+            .chain(input.rows.iter().map(|&(_, id)| id));
+        let base = values
+            .chain([
+                input.table_max,
+                input.start.unwrap_or(1),
+                tracker.max_seen(),
+            ])
+            .fold(1, i64::max);
+        Ok(Solo {
+            names: NAMES.iter().map(|n| (*n).to_owned()).collect(),
+            open: input.writers.is_empty(),
+            proc: Proc::new(&input.own, 0, tracker, Model::startup(input)),
+            truth: Truth::new(base),
+            steps: 0,
+        })
     }
 
     /// The tracker under test.
@@ -255,9 +311,9 @@ impl Solo {
             }
         }
         self.check().map_err(|e| format!("settling: {e}"))?;
-        for who in 1..NAMES.len() {
+        for (who, name) in NAMES.iter().enumerate().skip(1) {
             let value = self.truth.largest_safe_for(who);
-            self.proc.receive(NAMES[who], value)?;
+            self.proc.receive(name, value)?;
             self.check().map_err(|e| format!("final advance: {e}"))?;
         }
         let t = &self.proc.tracker;
