@@ -44,11 +44,16 @@ pub struct Allocation {
     internal: Vec<i64>,
     /// API form, in allocation order.
     ids: Vec<i64>,
-    writer_lock: i64,
+    /// PostgreSQL only.
+    writer_lock: Option<i64>,
 }
 
 impl Allocation {
-    pub(crate) fn new(state: Arc<StreamState>, ids: Vec<i64>, writer_lock: i64) -> Allocation {
+    pub(crate) fn new(
+        state: Arc<StreamState>,
+        ids: Vec<i64>,
+        writer_lock: Option<i64>,
+    ) -> Allocation {
         let sign = state.sign();
         Allocation {
             ids: ids.iter().map(|id| sign * id).collect(),
@@ -73,18 +78,22 @@ impl Allocation {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] if the statement fails.
+    /// [`Error::Database`] if the statement fails; [`Error::WrongBackend`] on SQLite.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe; the lock, once taken, is held until the transaction ends.
     pub async fn bind(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), Error> {
-        tx.query_typed(
-            statements::ADVISORY_XACT_LOCK_SHARED,
-            &[(&self.writer_lock, Type::INT8)],
-        )
-        .await
-        .map_err(Error::db("bind the allocation to the transaction"))?;
+        let Some(key) = self.writer_lock else {
+            return Err(Error::WrongBackend {
+                operation: "Allocation::bind",
+                expected: "PostgreSQL",
+                actual: "SQLite",
+            });
+        };
+        tx.query_typed(statements::ADVISORY_XACT_LOCK_SHARED, &[(&key, Type::INT8)])
+            .await
+            .map_err(Error::db("bind the allocation to the transaction"))?;
         Ok(())
     }
 

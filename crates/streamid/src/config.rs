@@ -42,6 +42,7 @@ pub struct StreamConfig {
     pub(crate) position_write_interval: Duration,
     pub(crate) unresolved_warn_after: Duration,
     pub(crate) retry_attempts: u32,
+    pub(crate) busy_timeout: Duration,
 }
 
 impl StreamConfig {
@@ -61,6 +62,7 @@ impl StreamConfig {
             position_write_interval: Duration::from_secs(1),
             unresolved_warn_after: Duration::from_secs(30),
             retry_attempts: 5,
+            busy_timeout: Duration::from_secs(5),
         }
     }
 
@@ -143,6 +145,13 @@ impl StreamConfig {
         self
     }
 
+    /// SQLite only: how long a statement waits for another connection's or process's write
+    /// lock before failing (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> StreamConfig {
+        self.busy_timeout = timeout;
+        self
+    }
+
     /// Checks every rule of spec §2.3; `needs_sequence` is false for the embedded backend.
     pub(crate) fn validate(&self, needs_sequence: bool) -> Result<ValidConfig, Error> {
         let invalid = |field: &'static str, value: &str, rule: &str| Error::InvalidConfig {
@@ -205,6 +214,7 @@ impl StreamConfig {
             position_write_interval: self.position_write_interval,
             unresolved_warn_after: self.unresolved_warn_after,
             retry_attempts: self.retry_attempts,
+            busy_timeout: self.busy_timeout,
         })
     }
 }
@@ -249,6 +259,7 @@ pub(crate) struct ValidConfig {
     pub(crate) position_write_interval: Duration,
     pub(crate) unresolved_warn_after: Duration,
     pub(crate) retry_attempts: u32,
+    pub(crate) busy_timeout: Duration,
 }
 
 impl ValidConfig {

@@ -163,6 +163,36 @@ pub enum Error {
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A SQLite error, with the file and what to do about it.
+    #[error("{operation} on SQLite database {path}: {source}{}", hint_suffix(.hint))]
+    Sqlite {
+        /// What streamid was doing.
+        operation: &'static str,
+        /// The database file.
+        path: String,
+        /// What to do about it (empty if nothing specific).
+        hint: &'static str,
+        /// The driver's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The operation belongs to the other backend (e.g. a PostgreSQL transaction on a
+    /// SQLite-backed generator).
+    #[error("{operation} needs a {expected} generator, but this one uses {actual}")]
+    WrongBackend {
+        /// The operation attempted.
+        operation: &'static str,
+        /// The backend it needs.
+        expected: &'static str,
+        /// The generator's backend.
+        actual: &'static str,
+    },
+
+    /// A bug in streamid; please report it.
+    #[error("internal error (a bug in streamid): {0}")]
+    Internal(String),
+
     /// The generator was shut down.
     #[error("the generator for stream {0:?} was shut down")]
     ShutDown(String),
@@ -186,6 +216,14 @@ pub enum Error {
         #[source]
         source: deadpool_postgres::PoolError,
     },
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!("; {hint}")
+    }
 }
 
 /// SQLSTATEs after which a transaction may simply be run again.

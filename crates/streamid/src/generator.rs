@@ -4,10 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::Path;
+
 use crate::allocation::Allocation;
-use crate::config::StreamConfig;
+use crate::backend::Backend;
+use crate::config::{StreamConfig, ValidConfig};
 use crate::persist::PositionWriter;
 use crate::postgres::{self, PgBackend, Resolver, StreamTransaction};
+use crate::sqlite::{self, SqliteBackend, SqliteTransaction};
 use crate::state::StreamState;
 use crate::{Error, keys};
 
@@ -51,8 +55,7 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct MultiWriterIdGenerator {
     state: Arc<StreamState>,
-    backend: PgBackend,
-    resolver: Resolver,
+    backend: Backend,
 }
 
 impl MultiWriterIdGenerator {
@@ -88,40 +91,98 @@ impl MultiWriterIdGenerator {
                     operation: "startup",
                     waited_ms: timeout.as_millis(),
                 })??;
-        let backend = PgBackend {
+        let pg = PgBackend {
             pool: pool.clone(),
             statements,
             xact: postgres::statements::XactFunctions::for_version(started.server_version),
             writer_lock: keys::writer_lock(&config.stream, &config.instance),
         };
-        let writer = started.recorded.map(|recorded| {
-            let backend = backend.clone();
-            let (stream, instance, sign) =
-                (config.stream.clone(), config.instance.clone(), config.sign);
-            PositionWriter::spawn(recorded, config.position_write_interval, move |value| {
-                let backend = backend.clone();
-                let (stream, instance) = (stream.clone(), instance.clone());
-                async move {
-                    backend
-                        .upsert_position(&stream, &instance, sign * value)
-                        .await
-                }
-            })
-        });
-        let warn_after = config.unresolved_warn_after;
-        let xact = backend.xact;
+        let (warn_after, xact) = (config.unresolved_warn_after, pg.xact);
         let mut resolver = None;
         let state = Arc::new_cyclic(|weak| {
-            resolver = Some(Resolver::spawn(weak.clone(), pool, xact, warn_after));
+            let r = Resolver::spawn(weak.clone(), pool, xact, warn_after);
+            resolver = Some(r.clone());
+            let backend = Backend::Postgres {
+                pg: pg.clone(),
+                resolver: r,
+            };
+            let writer = position_writer(&config, &backend, started.recorded);
             StreamState::new(config, started.tracker, writer)
         });
-        let resolver = resolver.ok_or_else(|| {
-            Error::InvalidArgument("internal: the resolver was not started".to_owned())
-        })?;
+        let resolver =
+            resolver.ok_or_else(|| Error::Internal("the resolver was not started".to_owned()))?;
         Ok(MultiWriterIdGenerator {
             state,
+            backend: Backend::Postgres { pg, resolver },
+        })
+    }
+
+    /// Opens (creating if missing) the SQLite database at `path` and runs startup recovery
+    /// (spec §4.6): the embedded backend, with the same semantics as
+    /// [`postgres`](Self::postgres). IDs come from a counter row advanced in its own short
+    /// `BEGIN IMMEDIATE` transaction, so several processes may share one file. The file is
+    /// switched to WAL mode. No sequence needs to be configured (the counter is named after
+    /// [`sequence`](StreamConfig::sequence) if given, else after the stream).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] before any I/O; [`Error::MissingObject`] when a backing
+    /// table or column is missing; [`Error::InconsistentDatabase`] in strict mode;
+    /// [`Error::Sqlite`] when the file is locked, read-only, corrupt or unreadable (the
+    /// message says which, and what to do).
+    ///
+    /// # Cancel safety
+    ///
+    /// Startup runs to completion on the blocking pool even if the future is dropped; it is
+    /// one transaction, so it either commits or leaves nothing behind.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), streamid::Error> {
+    /// use streamid::{MultiWriterIdGenerator, StreamConfig};
+    ///
+    /// let config = StreamConfig::new("events", "writer-1")
+    ///     .table("events", "instance_name", "stream_ordering")
+    ///     .writers(["writer-1"]);
+    /// let generator = MultiWriterIdGenerator::sqlite("events.db", config).await?;
+    /// let mut tx = generator.sqlite_transaction().await?;
+    /// let id = tx.next_id().await?;
+    /// tx.execute("INSERT INTO events (stream_ordering, instance_name) VALUES (?1, ?2)", (id, "writer-1")).await?;
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn sqlite(
+        path: impl AsRef<Path>,
+        config: StreamConfig,
+    ) -> Result<MultiWriterIdGenerator, Error> {
+        let config = config.validate(false)?;
+        let pool = Arc::new(sqlite::SqlitePool::new(path.as_ref(), config.busy_timeout));
+        let statements = Arc::new(sqlite::Statements::new(&config));
+        let started = {
+            let (pool, config, statements) =
+                (Arc::clone(&pool), config.clone(), Arc::clone(&statements));
+            sqlite::blocking(move || {
+                let mut conn = pool.open()?;
+                let started = sqlite::startup::run(&pool, &mut conn, &config, &statements);
+                pool.put(conn);
+                started
+            })
+        };
+        let timeout = config.startup_timeout;
+        let started =
+            tokio::time::timeout(timeout, started)
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "startup",
+                    waited_ms: timeout.as_millis(),
+                })??;
+        let backend = Backend::Sqlite(SqliteBackend { pool, statements });
+        let writer = position_writer(&config, &backend, started.recorded);
+        Ok(MultiWriterIdGenerator {
+            state: Arc::new(StreamState::new(config, started.tracker, writer)),
             backend,
-            resolver,
         })
     }
 
@@ -158,7 +219,7 @@ impl MultiWriterIdGenerator {
         Ok(Allocation::new(
             Arc::clone(&self.state),
             ids,
-            self.backend.writer_lock,
+            self.backend.writer_lock(),
         ))
     }
 
@@ -167,7 +228,8 @@ impl MultiWriterIdGenerator {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`] if BEGIN fails.
+    /// [`Error::WrongBackend`] on a SQLite generator (use
+    /// [`sqlite_transaction`](Self::sqlite_transaction)); [`Error::Database`] if BEGIN fails.
     ///
     /// # Cancel safety
     ///
@@ -176,13 +238,41 @@ impl MultiWriterIdGenerator {
         &self,
         client: &'a mut tokio_postgres::Client,
     ) -> Result<StreamTransaction<'a>, Error> {
+        let Backend::Postgres { pg, resolver } = &self.backend else {
+            return Err(self.wrong_backend("transaction", "PostgreSQL"));
+        };
         let tx = client.transaction().await.map_err(Error::db("begin"))?;
         Ok(StreamTransaction::new(
             tx,
             Arc::clone(&self.state),
-            self.backend.clone(),
-            self.resolver.clone(),
+            pg.clone(),
+            resolver.clone(),
         ))
+    }
+
+    /// Starts a transaction on the SQLite database that allocates IDs (the embedded
+    /// counterpart of [`transaction`](Self::transaction)); see [`SqliteTransaction`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongBackend`] on a PostgreSQL generator; [`Error::Sqlite`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn sqlite_transaction(&self) -> Result<SqliteTransaction, Error> {
+        let Backend::Sqlite(db) = &self.backend else {
+            return Err(self.wrong_backend("sqlite_transaction", "SQLite"));
+        };
+        SqliteTransaction::begin(db.clone(), Arc::clone(&self.state)).await
+    }
+
+    fn wrong_backend(&self, operation: &'static str, expected: &'static str) -> Error {
+        Error::WrongBackend {
+            operation,
+            expected,
+            actual: self.backend.name(),
+        }
     }
 
     /// Runs `f` in a fresh [`StreamTransaction`] and commits, retrying on serialization
@@ -300,7 +390,7 @@ impl MultiWriterIdGenerator {
 
     /// Transactions whose COMMIT outcome is still being resolved.
     pub fn unresolved_commits(&self) -> usize {
-        self.resolver.pending()
+        self.backend.unresolved()
     }
 
     /// Local IDs allocated and not yet finished.
@@ -324,6 +414,30 @@ impl MultiWriterIdGenerator {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.state.lock().check_invariants()
     }
+}
+
+/// The coalesced `stream_positions` writer of a configured writer (spec §8.2), or `None`.
+fn position_writer(
+    config: &ValidConfig,
+    backend: &Backend,
+    recorded: Option<i64>,
+) -> Option<PositionWriter> {
+    let recorded = recorded?;
+    let backend = backend.clone();
+    let (stream, instance, sign) = (config.stream.clone(), config.instance.clone(), config.sign);
+    Some(PositionWriter::spawn(
+        recorded,
+        config.position_write_interval,
+        move |value| {
+            let backend = backend.clone();
+            let (stream, instance) = (stream.clone(), instance.clone());
+            async move {
+                backend
+                    .upsert_position(&stream, &instance, sign * value)
+                    .await
+            }
+        },
+    ))
 }
 
 fn log_retry(attempt: u32, err: &Error) {

@@ -70,6 +70,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod allocation;
+mod backend;
 mod config;
 mod error;
 mod generator;
@@ -77,6 +78,7 @@ mod ident;
 mod keys;
 mod persist;
 pub(crate) mod postgres;
+mod sqlite;
 mod state;
 
 pub use allocation::Allocation;
@@ -84,6 +86,7 @@ pub use config::{MAX_BATCH, StreamConfig};
 pub use error::Error;
 pub use generator::MultiWriterIdGenerator;
 pub use postgres::{StreamTransaction, create_sequence};
+pub use sqlite::SqliteTransaction;
 
 /// The README's code blocks, compiled as doc tests so the quickstart cannot rot.
 #[doc = include_str!("../../../README.md")]

@@ -1,0 +1,74 @@
+//! The store interface: what the generator needs from a database, one variant per backend.
+//!
+//! A closed enum rather than a public trait, so the interface can change without a breaking
+//! release (the style of tokio-postgres' sealed `GenericClient`). Each operation is one short
+//! autocommit unit of work; nothing here touches the tracker.
+
+use crate::Error;
+use crate::postgres::{PgBackend, Resolver};
+use crate::sqlite::SqliteBackend;
+
+/// A generator's database.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    /// A PostgreSQL sequence and `stream_positions`, plus the resolver of unknown commits.
+    Postgres { pg: PgBackend, resolver: Resolver },
+    /// The embedded SQLite counter and `stream_positions`.
+    Sqlite(SqliteBackend),
+}
+
+impl Backend {
+    /// Takes `n` IDs, internal form, ascending.
+    pub(crate) async fn fetch_ids(&self, n: usize) -> Result<Vec<i64>, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.fetch_ids(n).await,
+            Backend::Sqlite(db) => db.fetch_ids(n).await,
+        }
+    }
+
+    /// The last value handed out, internal form.
+    pub(crate) async fn last_allocated(&self) -> Result<i64, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.last_allocated().await,
+            Backend::Sqlite(db) => db.last_allocated().await,
+        }
+    }
+
+    /// The guarded upsert of `instance`'s row, `value` in API form.
+    pub(crate) async fn upsert_position(
+        &self,
+        stream: &str,
+        instance: &str,
+        value: i64,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.upsert_position(stream, instance, value).await,
+            Backend::Sqlite(db) => db.upsert_position(stream, instance, value).await,
+        }
+    }
+
+    /// The writer lock key for [`Allocation::bind`](crate::Allocation::bind) (PostgreSQL
+    /// only; SQLite serialises writers itself).
+    pub(crate) fn writer_lock(&self) -> Option<i64> {
+        match self {
+            Backend::Postgres { pg, .. } => Some(pg.writer_lock),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Transactions whose commit outcome is being resolved.
+    pub(crate) fn unresolved(&self) -> usize {
+        match self {
+            Backend::Postgres { resolver, .. } => resolver.pending(),
+            Backend::Sqlite(_) => 0,
+        }
+    }
+
+    /// `"PostgreSQL"` or `"SQLite"`, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres { .. } => "PostgreSQL",
+            Backend::Sqlite(_) => "SQLite",
+        }
+    }
+}
