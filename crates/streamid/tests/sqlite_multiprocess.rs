@@ -8,6 +8,9 @@
 //! A custom harness (`harness = false`): the same binary is the parent test and, with
 //! `STREAMID_CHILD` set, one writer process.
 
+// A test binary: panicking on a failed step is how it reports failure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
