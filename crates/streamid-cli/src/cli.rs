@@ -1,0 +1,201 @@
+//! Stage one of parsing: the raw command line exactly as clap sees it.
+//!
+//! Nothing here judges whether values make sense together; [`crate::plan`] does that. The
+//! only thing recorded beyond clap's derive is where `--database` came from, because
+//! `--postgres-temp` overrides `DATABASE_URL` from the environment but conflicts with an
+//! explicit `--database`.
+
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Exit codes, shown in `--help` and in the README (a macro so `concat!` can use it).
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  verdict OK: the streamid reader saw every committed row exactly once, in ID order
+     (also after --help, and when stdout is closed early, e.g. `| head`)
+  1  verdict FAILED: the streamid reader missed, duplicated or misordered a row
+  2  usage or configuration error (bad option, unavailable backend)
+  3  database or runtime error (cannot connect, cannot start PostgreSQL, a query failed)"
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
+
+const LONG_ABOUT: &str = concat!(
+    "streamid: multi-writer stream IDs on PostgreSQL.
+
+Writers take IDs before they commit and commit in any order, so a reader that tails
+`WHERE id > last_seen` silently misses rows. streamid tells every process a position below
+which everything is decided; readers that stay below it miss nothing.
+
+Errors are printed on one line to stderr as `streamid: error: ...`. Logs go to stderr;
+set RUST_LOG (default `warn`) to see more.
+
+",
+    exit_codes!()
+);
+
+const DEMO_LONG_ABOUT: &str = "\
+Shows the guarantee: writers commit out of order, a naive reader misses rows, a streamid
+reader misses none.
+
+N writer tasks, each with its own generator instance (writer-1 ... writer-N), write the
+stream `demo_events`: each write opens a transaction, allocates an ID, waits a random
+0..--max-delay-ms (so commits land out of order), inserts a row and commits, or rolls back
+with probability --rollback-rate. An in-process relay passes each writer's position to the
+other generators and to a reader generator (instance `reader`).
+
+Two readers tail the table meanwhile: the naive reader reads `id > last_seen`; the streamid
+reader reads `id > last AND id <= P` with P the reader generator's persisted-up-to position.
+The final report counts committed rows and out-of-order commits from the database itself,
+then compares what each reader saw. The naive reader's misses are expected and reported;
+only the streamid reader decides the verdict.
+
+The demo drops and recreates table demo_events and sequence demo_events_seq, and deletes the
+stream's rows from stream_positions; on a server of your own they are kept afterwards.";
+
+/// The `streamid` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamid",
+    version,
+    about = "Multi-writer stream IDs: see the guarantee, inspect and check streams",
+    long_about = LONG_ABOUT,
+    after_long_help = "Run `streamid demo --help` for the demo's options."
+)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Writers commit out of order; a naive reader misses rows, a streamid reader none.
+    #[command(long_about = DEMO_LONG_ABOUT, after_long_help = EXIT_CODES)]
+    Demo(DemoArgs),
+}
+
+/// Raw options of `streamid demo`; validated by [`crate::plan::DemoPlan::from_args`].
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DemoArgs {
+    /// Writer tasks, each with its own generator instance (writer-1 ... writer-N); 1 to 64.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) writers: u32,
+
+    /// Stop after N writes (committed or rolled back) [default: 2000, or none with --duration].
+    #[arg(long, value_name = "N")]
+    pub(crate) rows: Option<u64>,
+
+    /// Stop writing after this long, e.g. 10s, 500ms, 2m (with --rows: whichever comes first).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) duration: Option<String>,
+
+    /// Probability that a write rolls back instead of committing, 0 to 1.
+    #[arg(long, value_name = "P", default_value_t = 0.05)]
+    pub(crate) rollback_rate: f64,
+
+    /// Longest random wait between allocating an ID and writing its row, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub(crate) max_delay_ms: u64,
+
+    /// Database: postgres://... (or a key=value string), or sqlite:PATH [default: SQLite in a
+    /// temporary directory].
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database: Option<String>,
+
+    /// Start a throwaway PostgreSQL cluster (fsync on) for this run; needs the PostgreSQL
+    /// server binaries. Overrides DATABASE_URL from the environment.
+    #[arg(long)]
+    pub(crate) postgres_temp: bool,
+
+    /// Print the final report as one JSON object on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// No live view or progress lines; only the final report.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+
+    /// Seed for the random delays and rollback decisions [default: random, printed in the
+    /// report].
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+
+    /// Whether `--database` came from `DATABASE_URL` rather than the command line (set by
+    /// [`parse`], not an option).
+    #[arg(skip)]
+    pub(crate) database_from_env: bool,
+}
+
+/// Parses `args` (including the program name) into raw options.
+///
+/// # Errors
+///
+/// clap's error, including the requests to show help or the version.
+pub(crate) fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    match &mut cli.command {
+        Command::Demo(demo) => {
+            demo.database_from_env = matches
+                .subcommand_matches("demo")
+                .and_then(|m| m.value_source("database"))
+                == Some(ValueSource::EnvVariable);
+        }
+    }
+    Ok(cli)
+}
+
+/// The subcommands' names, for error messages.
+pub(crate) fn subcommand_names() -> Vec<String> {
+    Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_demo_options() {
+        let cli = parse([
+            "streamid",
+            "demo",
+            "--writers",
+            "8",
+            "--rows",
+            "10",
+            "--rollback-rate",
+            "0.5",
+            "--postgres-temp",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Demo(demo) = cli.command;
+        assert_eq!(demo.writers, 8);
+        assert_eq!(demo.rows, Some(10));
+        assert_eq!(demo.rollback_rate, 0.5);
+        assert!(demo.postgres_temp && demo.json && !demo.quiet);
+    }
+
+    #[test]
+    fn the_long_help_lists_the_exit_codes() {
+        assert!(LONG_ABOUT.contains(EXIT_CODES));
+    }
+}
