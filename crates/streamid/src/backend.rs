@@ -47,6 +47,15 @@ impl Backend {
         }
     }
 
+    /// Every `(instance, stream_id)` row of `stream_positions` for `stream` (API form), for
+    /// resynchronisation (spec §12.4).
+    pub(crate) async fn load_positions(&self, stream: &str) -> Result<Vec<(String, i64)>, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.load_positions(stream).await,
+            Backend::Sqlite(db) => db.load_positions(stream).await,
+        }
+    }
+
     /// The writer lock key for [`Allocation::bind`](crate::Allocation::bind) (PostgreSQL
     /// only; SQLite serialises writers itself).
     pub(crate) fn writer_lock(&self) -> Option<i64> {

@@ -54,8 +54,8 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct MultiWriterIdGenerator {
-    state: Arc<StreamState>,
-    backend: Backend,
+    pub(crate) state: Arc<StreamState>,
+    pub(crate) backend: Backend,
 }
 
 impl MultiWriterIdGenerator {
@@ -376,6 +376,54 @@ impl MultiWriterIdGenerator {
     /// of unlisted instances are ignored (and logged).
     pub fn advance(&self, instance: &str, value: i64) {
         self.state.advance(instance, self.state.sign() * value);
+    }
+
+    /// Starts replicating this stream's positions through `transport` (spec §12), replacing
+    /// any transport started before: this process announces its own position (when it is a
+    /// writer) and applies every other writer's announcements. See
+    /// [`replication`](crate::replication) for the transports.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(generator: streamid::MultiWriterIdGenerator) {
+    /// let bus = streamid::replication::InProcess::new();
+    /// generator.replicate(bus.clone());
+    /// # }
+    /// ```
+    pub fn replicate(&self, transport: impl crate::replication::Transport) {
+        self.replicate_with(transport, crate::replication::ReplicationOptions::default());
+    }
+
+    /// [`replicate`](Self::replicate) with tuning.
+    pub fn replicate_with(
+        &self,
+        transport: impl crate::replication::Transport,
+        options: crate::replication::ReplicationOptions,
+    ) {
+        let driver = crate::replication::Replication::spawn(
+            &self.state,
+            self.backend.clone(),
+            Arc::new(transport),
+            options,
+        );
+        let old = self
+            .state
+            .replication
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(driver);
+        drop(old);
+    }
+
+    /// Replication's connection state and per-writer freshness, if replicating.
+    pub fn replication_status(&self) -> Option<crate::replication::ReplicationStatus> {
+        self.state
+            .replication
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(crate::replication::Replication::status)
     }
 
     /// The stream's name.

@@ -78,8 +78,10 @@ mod ident;
 mod keys;
 mod persist;
 pub(crate) mod postgres;
+pub mod replication;
 mod sqlite;
 mod state;
+mod wait;
 
 pub use allocation::Allocation;
 pub use config::{MAX_BATCH, StreamConfig};
@@ -87,6 +89,7 @@ pub use error::Error;
 pub use generator::MultiWriterIdGenerator;
 pub use postgres::{StreamTransaction, create_sequence};
 pub use sqlite::SqliteTransaction;
+pub use wait::WaitOutcome;
 
 /// The README's code blocks, compiled as doc tests so the quickstart cannot rot.
 #[doc = include_str!("../../../README.md")]

@@ -22,13 +22,6 @@ pub(crate) enum Outcome {
     Failure,
 }
 
-/// What watchers see after every change (API form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Snapshot {
-    pub(crate) persisted_upto: i64,
-    pub(crate) announced: i64,
-}
-
 /// Per-stream metric handles, registered once so the hot path does not build keys.
 struct Metrics {
     persisted_upto: metrics::Gauge,
@@ -67,9 +60,20 @@ pub(crate) struct StreamState {
     /// Poisoning is ignored: tracker operations do not panic (they return outcomes), so a
     /// panic elsewhere while the guard was held cannot have left the tracker half-updated.
     tracker: Mutex<Tracker>,
-    snapshot: watch::Sender<Snapshot>,
+    /// The current token (API form), for [`subscribe`](crate::MultiWriterIdGenerator::subscribe).
+    token: watch::Sender<i64>,
+    /// Bumped on every observable change; waiters re-read the tracker when it moves.
+    version: watch::Sender<u64>,
+    /// Poked when the announced position moved and should be announced promptly (§12.2).
+    pub(crate) announce: Arc<tokio::sync::Notify>,
+    /// This process finished an allocation of its own since it started: with an empty
+    /// writer list, only such processes announce (spec §12.2).
+    pub(crate) has_written: std::sync::atomic::AtomicBool,
     /// `Some` for configured writers (spec §8.2).
     pub(crate) writer: Option<PositionWriter>,
+    /// The replication driver, once [`replicate`](crate::MultiWriterIdGenerator::replicate)
+    /// started one; dropped with the state, which stops it.
+    pub(crate) replication: Mutex<Option<crate::replication::Replication>>,
     metrics: Metrics,
 }
 
@@ -79,20 +83,30 @@ impl StreamState {
         tracker: Tracker,
         writer: Option<PositionWriter>,
     ) -> StreamState {
-        let sign = config.sign;
-        let snapshot = watch::Sender::new(Snapshot {
-            persisted_upto: sign * tracker.persisted_upto(),
-            announced: sign * tracker.announced(),
-        });
+        let token = watch::Sender::new(config.sign * tracker.persisted_upto());
         let metrics = Metrics::new(&config.stream);
         metrics.persisted_upto.set(tracker.persisted_upto() as f64);
         StreamState {
             config,
             tracker: Mutex::new(tracker),
-            snapshot,
+            token,
+            version: watch::Sender::new(0),
+            announce: Arc::new(tokio::sync::Notify::new()),
+            has_written: std::sync::atomic::AtomicBool::new(false),
             writer,
+            replication: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// A receiver of the current token (API form).
+    pub(crate) fn subscribe_token(&self) -> watch::Receiver<i64> {
+        self.token.subscribe()
+    }
+
+    /// A receiver that changes whenever anything observable changed.
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Locks the tracker for a short, I/O-free critical section.
@@ -126,6 +140,11 @@ impl StreamState {
             Outcome::Failure => &self.metrics.finished_failed,
         };
         counter.increment(ids.len() as u64);
+        self.has_written
+            .store(true, std::sync::atomic::Ordering::Release);
+        if result.changes.announced {
+            self.announce.notify_one();
+        }
         self.publish(result.changes, tracker_view, outcome == Outcome::Success);
         tracker_view.announced
     }
@@ -147,7 +166,14 @@ impl StreamState {
             (outcome, View::of(&t))
         };
         match outcome {
-            streamid_core::Advance::Applied(changes) => self.publish(changes, view, false),
+            streamid_core::Advance::Applied(changes) => {
+                // With an empty writer list, processes would echo each other's every write;
+                // they announce at the next tick instead (spec §12.2 item 2).
+                if changes.announced && !self.config.writers.is_empty() {
+                    self.announce.notify_one();
+                }
+                self.publish(changes, view, false);
+            }
             streamid_core::Advance::IgnoredOwn => tracing::debug!(
                 stream = %self.config.stream,
                 instance,
@@ -166,16 +192,10 @@ impl StreamState {
         self.metrics.unfinished.set(view.unfinished as f64);
         if changes.any() {
             self.metrics.persisted_upto.set(view.persisted as f64);
-            let sign = self.sign();
-            self.snapshot.send_if_modified(|s| {
-                let new = Snapshot {
-                    persisted_upto: sign * view.persisted,
-                    announced: sign * view.announced,
-                };
-                let modified = *s != new;
-                *s = new;
-                modified
-            });
+            let token = self.sign() * view.persisted;
+            self.token
+                .send_if_modified(|t| std::mem::replace(t, token) != token);
+            self.version.send_modify(|v| *v += 1);
         }
         if let Some(writer) = &self.writer {
             if write_position {

@@ -67,6 +67,20 @@ impl PgBackend {
         last_allocated(&**client, &self.statements).await
     }
 
+    /// Every recorded position of `stream` (API form).
+    pub(crate) async fn load_positions(&self, stream: &str) -> Result<Vec<(String, i64)>, Error> {
+        const OP: &str = "read stream_positions";
+        let client = self.client(OP).await?;
+        let rows = client
+            .query_typed(statements::LOAD_POSITIONS, &[(&stream, Type::TEXT)])
+            .await
+            .map_err(Error::db(OP))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(Error::db(OP))
+    }
+
     /// The guarded upsert of this instance's row (spec §8.3), `value` in API form.
     pub(crate) async fn upsert_position(
         &self,

@@ -191,6 +191,18 @@ impl SqliteBackend {
             .await
     }
 
+    /// Every recorded position of `stream` (API form).
+    pub(crate) async fn load_positions(&self, stream: &str) -> Result<Vec<(String, i64)>, Error> {
+        let stream = stream.to_owned();
+        self.pool
+            .run("read stream_positions", move |conn| {
+                let mut stmt = conn.prepare_cached(statements::LOAD_POSITIONS)?;
+                let rows = stmt.query_map([stream], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await
+    }
+
     /// The guarded upsert, `value` in API form.
     pub(crate) async fn upsert_position(
         &self,

@@ -1,0 +1,322 @@
+//! The replication driver: one task per replicating generator (spec §12.2–§12.4).
+//!
+//! It owns the transport connection and, in one loop: applies received announcements with
+//! `advance` (ignoring other streams, own echoes and malformed messages); announces this
+//! writer's position when it moved (coalesced: the newest value is read when sending) and at
+//! every tick (FIX-9); and on every (re)connect resynchronises from `stream_positions` and
+//! announces at once. It holds only a weak reference to the stream state, so dropping the
+//! generator stops it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{Announcement, Publisher, ReplicationOptions, ReplicationStatus, Transport};
+use crate::backend::Backend;
+use crate::state::StreamState;
+
+#[derive(Default)]
+struct Status {
+    connected: bool,
+    last_message: Option<Instant>,
+    last_error: Option<String>,
+    reconnects: u64,
+    sent: u64,
+    malformed: u64,
+    heard: BTreeMap<String, Instant>,
+}
+
+/// A running replication driver; dropping it stops the task.
+pub(crate) struct Replication {
+    name: &'static str,
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Replication {
+    pub(crate) fn spawn(
+        state: &Arc<StreamState>,
+        backend: Backend,
+        transport: Arc<dyn Transport>,
+        options: ReplicationOptions,
+    ) -> Replication {
+        let stop = Arc::new(Notify::new());
+        let status = Arc::new(Mutex::new(Status::default()));
+        let driver = Driver {
+            state: Arc::downgrade(state),
+            announce: Arc::clone(&state.announce),
+            stream: state.config.stream.clone(),
+            instance: state.config.instance.clone(),
+            sign: state.config.sign,
+            epoch: boot_id(),
+            backend,
+            transport: Arc::clone(&transport),
+            options,
+            status: Arc::clone(&status),
+            last_sent: None,
+        };
+        let task = tokio::spawn(driver.run(Arc::clone(&stop)));
+        Replication {
+            name: transport.name(),
+            stop,
+            task,
+            status,
+        }
+    }
+
+    pub(crate) fn status(&self) -> ReplicationStatus {
+        let s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        ReplicationStatus {
+            transport: self.name,
+            connected: s.connected,
+            since_last_message: s.last_message.map(|t| now.duration_since(t)),
+            last_error: s.last_error.clone(),
+            reconnects: s.reconnects,
+            sent: s.sent,
+            malformed: s.malformed,
+            writers: s
+                .heard
+                .iter()
+                .map(|(w, t)| (w.clone(), now.duration_since(*t)))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        self.task.abort();
+    }
+}
+
+/// A random id per generator start, so receivers can tell incarnations apart.
+fn boot_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Driver {
+    state: Weak<StreamState>,
+    announce: Arc<Notify>,
+    stream: String,
+    instance: String,
+    sign: i64,
+    epoch: u64,
+    backend: Backend,
+    transport: Arc<dyn Transport>,
+    options: ReplicationOptions,
+    status: Arc<Mutex<Status>>,
+    /// The last position sent and when.
+    last_sent: Option<(i64, Instant)>,
+}
+
+/// Why the connection loop ended.
+enum End {
+    Stop,
+    Lost,
+}
+
+impl Driver {
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn run(mut self, stop: Arc<Notify>) {
+        let mut delay = self.options.reconnect_min;
+        loop {
+            let connected = tokio::select! {
+                () = stop.notified() => return,
+                c = self.transport.connect() => c,
+            };
+            match connected {
+                Ok((mut publisher, mut subscriber)) => {
+                    delay = self.options.reconnect_min;
+                    self.status().connected = true;
+                    let end = self
+                        .serve(&stop, publisher.as_mut(), subscriber.as_mut())
+                        .await;
+                    let mut s = self.status();
+                    s.connected = false;
+                    match end {
+                        End::Stop => return,
+                        End::Lost => s.reconnects += 1,
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(stream = %self.stream, transport = self.transport.name(), error = %err, "replication: connecting failed; retrying");
+                    self.status().last_error = Some(err.to_string());
+                }
+            }
+            if self.state.strong_count() == 0 {
+                return;
+            }
+            tokio::select! {
+                () = stop.notified() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.options.reconnect_max);
+        }
+    }
+
+    /// One connection's life: resync, announce, then serve until it is lost.
+    async fn serve(
+        &mut self,
+        stop: &Notify,
+        publisher: &mut dyn Publisher,
+        subscriber: &mut dyn super::Subscriber,
+    ) -> End {
+        if self.resync().await.is_none() {
+            return End::Stop;
+        }
+        if !self.send(publisher, true).await {
+            return End::Lost;
+        }
+        let mut tick = tokio::time::interval(self.options.announce_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.notified() => return End::Stop,
+                message = subscriber.recv() => match message {
+                    Ok(text) => {
+                        if !self.receive(&text) {
+                            return End::Stop;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(stream = %self.stream, transport = self.transport.name(), error = %err, "replication: connection lost; reconnecting");
+                        self.status().last_error = Some(err.to_string());
+                        return End::Lost;
+                    }
+                },
+                () = self.announce.notified() => {
+                    // Coalesce: let changes arriving within the window ride on one message.
+                    if let Some((_, at)) = self.last_sent {
+                        let due = at + self.options.coalesce;
+                        if due > Instant::now() {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                    }
+                    if !self.send(publisher, false).await {
+                        return End::Lost;
+                    }
+                }
+                _ = tick.tick() => {
+                    if !self.send(publisher, true).await {
+                        return End::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spec §12.4: after subscribing, apply every recorded position. `None` if the
+    /// generator is gone.
+    async fn resync(&mut self) -> Option<()> {
+        let rows = self.backend.load_positions(&self.stream).await;
+        let state = self.state.upgrade()?;
+        match rows {
+            Ok(rows) => {
+                for (instance, value) in rows {
+                    if instance != self.instance {
+                        state.advance(&instance, self.sign * value);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(stream = %self.stream, error = %err, "replication: resync from stream_positions failed");
+            }
+        }
+        Some(())
+    }
+
+    /// Announces the current announced position if this process is a writer (spec §12.2);
+    /// `force` re-sends an unchanged value (periodic and on connect). False if the
+    /// connection failed.
+    async fn send(&mut self, publisher: &mut dyn Publisher, force: bool) -> bool {
+        let Some(state) = self.state.upgrade() else {
+            return true;
+        };
+        let writes = state.config.persists_position()
+            || (state.config.writers.is_empty() && state.has_written.load(Ordering::Acquire));
+        if !writes {
+            return true;
+        }
+        let position = state.lock().announced();
+        drop(state);
+        if !force && self.last_sent.is_some_and(|(p, _)| p == position) {
+            return true;
+        }
+        let message = Announcement {
+            stream: self.stream.clone(),
+            instance: self.instance.clone(),
+            position,
+            epoch: self.epoch,
+        }
+        .encode();
+        let Some(message) = message else {
+            tracing::error!(stream = %self.stream, "replication: stream and instance names are too long to announce");
+            return true;
+        };
+        match publisher.publish(&message).await {
+            Ok(()) => {
+                self.last_sent = Some((position, Instant::now()));
+                self.status().sent += 1;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(stream = %self.stream, error = %err, "replication: announcing failed; reconnecting");
+                self.status().last_error = Some(err.to_string());
+                false
+            }
+        }
+    }
+
+    /// Applies one message (spec §12.3). False if the generator is gone.
+    fn receive(&mut self, text: &str) -> bool {
+        let now = Instant::now();
+        self.status().last_message = Some(now);
+        let announcement = match Announcement::decode(text) {
+            Ok(a) => a,
+            Err(err) => {
+                let count = {
+                    let mut s = self.status();
+                    s.malformed += 1;
+                    s.malformed
+                };
+                // Logged at the first few and then every thousandth: a noisy channel must
+                // not flood the logs.
+                if count <= 10 || count % 1000 == 0 {
+                    tracing::warn!(stream = %self.stream, error = %err, count, "replication: dropped a malformed message");
+                }
+                return true;
+            }
+        };
+        if announcement.stream != self.stream || announcement.instance == self.instance {
+            return true;
+        }
+        let Some(state) = self.state.upgrade() else {
+            return false;
+        };
+        self.status()
+            .heard
+            .insert(announcement.instance.clone(), now);
+        state.advance(&announcement.instance, announcement.position);
+        true
+    }
+}
