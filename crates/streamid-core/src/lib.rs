@@ -10,6 +10,12 @@
 //! - [`Startup`]: turns what startup read from the database (recorded positions, the
 //!   writer's starting position, table rows) into a [`Tracker`] (spec §4.2 steps 9–14,
 //!   §4.5).
+//! - [`MultiWriterStreamToken`]: a vector-clock position readers carry (spec §11): every
+//!   writer is at least at its `stream`, some are further ahead. Built from a tracker with
+//!   [`MultiWriterStreamToken::from_tracker`], compared with `is_before_or_eq`, joined with
+//!   `copy_and_advance`. Its string form (`56`, `m56~2.58~3.59`) is a [`RawToken`], which
+//!   names writers by numeric instance id; the caller supplies the name ↔ id lookups (the
+//!   `instance_map` table), so this crate still does no I/O. Errors are [`TokenError`]s.
 //!
 //! Everything here works on *internal* values: positive IDs, whatever the direction of the
 //! stream. The async layer multiplies by the stream's sign at the API boundary.
@@ -37,10 +43,12 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod startup;
+mod token;
 mod tracker;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use startup::Startup;
+pub use token::{MultiWriterStreamToken, RawToken, TokenError, TokenErrorKind};
 pub use tracker::{Advance, Changes, FetchTicket, Finish, RegisterError, Tracker};
