@@ -56,6 +56,22 @@ impl Backend {
         }
     }
 
+    /// The id of `instance` in `instance_map` (spec §11.4), inserted on first use.
+    pub(crate) async fn instance_id(&self, instance: &str) -> Result<i32, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.instance_id(instance).await,
+            Backend::Sqlite(db) => db.instance_id(instance).await,
+        }
+    }
+
+    /// The instance with id `id` in `instance_map`.
+    pub(crate) async fn instance_name(&self, id: i32) -> Result<Option<String>, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.instance_name(id).await,
+            Backend::Sqlite(db) => db.instance_name(id).await,
+        }
+    }
+
     /// The writer lock key for [`Allocation::bind`](crate::Allocation::bind) (PostgreSQL
     /// only; SQLite serialises writers itself).
     pub(crate) fn writer_lock(&self) -> Option<i64> {

@@ -163,6 +163,11 @@ pub enum Error {
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A token is invalid (spec §11): malformed string, unknown instance id, entry not
+    /// ahead of its stream position.
+    #[error(transparent)]
+    InvalidToken(#[from] streamid_core::TokenError),
+
     /// A SQLite error, with the file and what to do about it.
     #[error("{operation} on SQLite database {path}: {source}{}", hint_suffix(.hint))]
     Sqlite {

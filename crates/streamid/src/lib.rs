@@ -81,6 +81,7 @@ pub(crate) mod postgres;
 pub mod replication;
 mod sqlite;
 mod state;
+mod tokens;
 mod wait;
 
 pub use allocation::Allocation;
@@ -89,6 +90,7 @@ pub use error::Error;
 pub use generator::MultiWriterIdGenerator;
 pub use postgres::{StreamTransaction, create_sequence};
 pub use sqlite::SqliteTransaction;
+pub use streamid_core::{MultiWriterStreamToken, TokenError};
 pub use wait::WaitOutcome;
 
 /// The README's code blocks, compiled as doc tests so the quickstart cannot rot.

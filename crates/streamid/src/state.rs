@@ -74,6 +74,8 @@ pub(crate) struct StreamState {
     /// The replication driver, once [`replicate`](crate::MultiWriterIdGenerator::replicate)
     /// started one; dropped with the state, which stops it.
     pub(crate) replication: Mutex<Option<crate::replication::Replication>>,
+    /// Cached `instance_map` ids for token strings.
+    pub(crate) instance_ids: crate::tokens::InstanceIds,
     metrics: Metrics,
 }
 
@@ -95,6 +97,7 @@ impl StreamState {
             has_written: std::sync::atomic::AtomicBool::new(false),
             writer,
             replication: Mutex::new(None),
+            instance_ids: crate::tokens::InstanceIds::default(),
             metrics,
         }
     }

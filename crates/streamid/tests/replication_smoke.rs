@@ -118,3 +118,68 @@ async fn writers_and_reader_converge_and_survive_loss() {
     drop((a, b, reader));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Spec §11: tokens let a reader follow a fast writer without waiting for a slow one, and
+/// round-trip through their string form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_follow_fast_writers_and_round_trip() {
+    let dir = std::env::temp_dir().join(format!("streamid-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.db");
+    let _ = std::fs::remove_file(&path);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE events (stream_ordering INTEGER NOT NULL, instance_name TEXT)")
+        .unwrap();
+    let bus = InProcess::new();
+    let a = open(&path, "a", &bus).await;
+    let b = open(&path, "b", &bus).await;
+    let reader = open(&path, "reader", &bus).await;
+
+    // b holds an ID open: P cannot pass it, but a's later writes show up in a's entry.
+    let slow = b.next_id().await.unwrap();
+    for _ in 0..3 {
+        a.next_id().await.unwrap().complete().await.unwrap();
+    }
+    let a_pos = a.minimal_local_current_token();
+    let wanted = streamid::MultiWriterStreamToken::new(slow.id() - 1, [("a", a_pos)]).unwrap();
+    let outcome = reader
+        .wait_for_token(&wanted, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        outcome.is_reached(),
+        "reader token {:?}",
+        reader.token().unwrap()
+    );
+    assert!(
+        reader.current_token() < slow.id(),
+        "P must stay below the open ID"
+    );
+
+    let token = reader.token().unwrap();
+    assert_eq!(token.pos_for_instance("a"), a_pos);
+    let text = reader.token_to_string(&token).await.unwrap();
+    assert!(text.starts_with('m'), "{text}");
+    assert_eq!(reader.parse_token(&text).await.unwrap(), token);
+    // Another process with its own cache resolves the same ids.
+    assert_eq!(a.parse_token(&text).await.unwrap(), token);
+    assert!(matches!(
+        reader.parse_token("m5~999.7").await,
+        Err(streamid::Error::InvalidToken(_))
+    ));
+    assert!(reader.parse_token("-5").await.is_err());
+
+    // A token from the future is bounded instead of hanging.
+    drop(slow);
+    let future = streamid::MultiWriterStreamToken::new(1_000_000, [("a", 2_000_000)]).unwrap();
+    assert!(
+        reader
+            .wait_for_token(&future, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_reached()
+    );
+    drop((a, b, reader));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -81,6 +81,70 @@ impl PgBackend {
             .map_err(Error::db(OP))
     }
 
+    /// The id of `instance` in `instance_map`, inserting it (and creating the table) on
+    /// first use (spec §11.4).
+    pub(crate) async fn instance_id(&self, instance: &str) -> Result<i32, Error> {
+        const OP: &str = "look up the instance id";
+        let mut client = self.client(OP).await?;
+        let exists: bool = client
+            .query_one(statements::INSTANCE_MAP_EXISTS, &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(Error::db(OP))?;
+        if !exists {
+            let tx = client.transaction().await.map_err(Error::db(OP))?;
+            tx.query_typed(
+                statements::ADVISORY_XACT_LOCK,
+                &[(&crate::keys::ddl_lock(), Type::INT8)],
+            )
+            .await
+            .map_err(Error::db(OP))?;
+            tx.batch_execute(statements::CREATE_INSTANCE_MAP)
+                .await
+                .map_err(Error::db(OP))?;
+            tx.commit().await.map_err(Error::db(OP))?;
+        }
+        for insert in [false, true] {
+            if insert {
+                client
+                    .execute_typed(statements::INSERT_INSTANCE, &[(&instance, Type::TEXT)])
+                    .await
+                    .map_err(Error::db(OP))?;
+            }
+            let row = client
+                .query_typed_opt(statements::INSTANCE_ID, &[(&instance, Type::TEXT)])
+                .await
+                .map_err(Error::db(OP))?;
+            if let Some(row) = row {
+                return row.try_get(0).map_err(Error::db(OP));
+            }
+        }
+        Err(Error::Internal(format!(
+            "instance {instance:?} vanished from instance_map"
+        )))
+    }
+
+    /// The instance with id `id`, if any.
+    pub(crate) async fn instance_name(&self, id: i32) -> Result<Option<String>, Error> {
+        const OP: &str = "look up the instance name";
+        let client = self.client(OP).await?;
+        let exists: bool = client
+            .query_one(statements::INSTANCE_MAP_EXISTS, &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(Error::db(OP))?;
+        if !exists {
+            return Ok(None);
+        }
+        client
+            .query_typed_opt(statements::INSTANCE_NAME, &[(&id, Type::INT4)])
+            .await
+            .map_err(Error::db(OP))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(Error::db(OP))
+    }
+
     /// The guarded upsert of this instance's row (spec §8.3), `value` in API form.
     pub(crate) async fn upsert_position(
         &self,

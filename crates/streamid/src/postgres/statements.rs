@@ -15,6 +15,22 @@ pub(crate) const CREATE_POSITIONS: &str = "\
     CREATE UNIQUE INDEX IF NOT EXISTS stream_positions_idx \
         ON stream_positions (stream_name, instance_name)";
 
+/// Instance ids for token strings (spec §11.4), in the original's shape; created on first
+/// use, serialised by the DDL advisory lock.
+pub(crate) const CREATE_INSTANCE_MAP: &str = "\
+    CREATE TABLE IF NOT EXISTS instance_map (\
+        instance_id SERIAL PRIMARY KEY, \
+        instance_name TEXT NOT NULL\
+    ); \
+    CREATE UNIQUE INDEX IF NOT EXISTS instance_map_idx ON instance_map (instance_name)";
+pub(crate) const INSTANCE_MAP_EXISTS: &str = "SELECT to_regclass('instance_map') IS NOT NULL";
+pub(crate) const INSTANCE_ID: &str =
+    "SELECT instance_id FROM instance_map WHERE instance_name = $1";
+pub(crate) const INSERT_INSTANCE: &str =
+    "INSERT INTO instance_map (instance_name) VALUES ($1) ON CONFLICT (instance_name) DO NOTHING";
+pub(crate) const INSTANCE_NAME: &str =
+    "SELECT instance_name FROM instance_map WHERE instance_id = $1";
+
 /// Checked before creating, so a user without CREATE privilege can use an existing table.
 pub(crate) const POSITIONS_EXISTS: &str = "SELECT to_regclass('stream_positions') IS NOT NULL";
 

@@ -203,6 +203,30 @@ impl SqliteBackend {
             .await
     }
 
+    /// The id of `instance` in `instance_map`, inserting it on first use.
+    pub(crate) async fn instance_id(&self, instance: &str) -> Result<i32, Error> {
+        let instance = instance.to_owned();
+        self.pool
+            .run("look up the instance id", move |conn| {
+                conn.execute_batch(statements::CREATE_INSTANCE_MAP)?;
+                conn.execute(statements::INSERT_INSTANCE, [&instance])?;
+                conn.query_row(statements::INSTANCE_ID, [&instance], |r| r.get(0))
+            })
+            .await
+    }
+
+    /// The instance with id `id`, if any.
+    pub(crate) async fn instance_name(&self, id: i32) -> Result<Option<String>, Error> {
+        use rusqlite::OptionalExtension;
+        self.pool
+            .run("look up the instance name", move |conn| {
+                conn.execute_batch(statements::CREATE_INSTANCE_MAP)?;
+                conn.query_row(statements::INSTANCE_NAME, [id], |r| r.get(0))
+                    .optional()
+            })
+            .await
+    }
+
     /// The guarded upsert, `value` in API form.
     pub(crate) async fn upsert_position(
         &self,

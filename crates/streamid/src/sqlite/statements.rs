@@ -32,6 +32,20 @@ pub(crate) const ADVANCE_COUNTER: &str = "UPDATE streamid_sequences SET last_val
 /// Raises the counter to at least `?2`, never lowers it (the repair of spec §4.3).
 pub(crate) const RAISE_COUNTER: &str = "UPDATE streamid_sequences SET last_value = MAX(last_value, ?2) WHERE name = ?1 RETURNING last_value";
 
+/// Instance ids for token strings (spec §11.4); SQLite assigns the integer key.
+pub(crate) const CREATE_INSTANCE_MAP: &str = "\
+    CREATE TABLE IF NOT EXISTS instance_map (\
+        instance_id INTEGER PRIMARY KEY, \
+        instance_name TEXT NOT NULL\
+    ); \
+    CREATE UNIQUE INDEX IF NOT EXISTS instance_map_idx ON instance_map (instance_name);";
+pub(crate) const INSTANCE_ID: &str =
+    "SELECT instance_id FROM instance_map WHERE instance_name = ?1";
+pub(crate) const INSERT_INSTANCE: &str =
+    "INSERT INTO instance_map (instance_name) VALUES (?1) ON CONFLICT (instance_name) DO NOTHING";
+pub(crate) const INSTANCE_NAME: &str =
+    "SELECT instance_name FROM instance_map WHERE instance_id = ?1";
+
 pub(crate) const LOAD_POSITIONS: &str =
     "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = ?1";
 
