@@ -17,15 +17,16 @@ macro_rules! exit_codes {
   0  verdict OK: the streamid reader saw every committed row exactly once, in ID order
      (also after --help, and when stdout is closed early, e.g. `| head`)
   1  verdict FAILED: the streamid reader missed, duplicated or misordered a row
-  2  usage or configuration error (bad option, unavailable backend)
-  3  database or runtime error (cannot connect, cannot start PostgreSQL, a query failed)"
+  2  usage or configuration error (bad or conflicting options)
+  3  database or runtime error (cannot connect, cannot start PostgreSQL, cannot open the
+     SQLite file, a query failed)"
     };
 }
 
 const EXIT_CODES: &str = exit_codes!();
 
 const LONG_ABOUT: &str = concat!(
-    "streamid: multi-writer stream IDs on PostgreSQL.
+    "streamid: multi-writer stream IDs on PostgreSQL and SQLite.
 
 Writers take IDs before they commit and commit in any order, so a reader that tails
 `WHERE id > last_seen` silently misses rows. streamid tells every process a position below
@@ -54,8 +55,13 @@ The final report counts committed rows and out-of-order commits from the databas
 then compares what each reader saw. The naive reader's misses are expected and reported;
 only the streamid reader decides the verdict.
 
-The demo drops and recreates table demo_events and sequence demo_events_seq, and deletes the
-stream's rows from stream_positions; on a server of your own they are kept afterwards.";
+By default the demo runs on an embedded SQLite database in a temporary directory, deleted at
+the end; --database sqlite:PATH keeps the file. On SQLite, commits are serialised by the
+write lock, yet land out of ID order because IDs are allocated before the wait.
+
+The demo drops and recreates table demo_events (PostgreSQL: and sequence demo_events_seq;
+SQLite: forgets the stream's counter row in streamid_sequences), and deletes the stream's
+rows from stream_positions; in a database of your own they are kept afterwards.";
 
 /// The `streamid` command line.
 #[derive(Debug, Parser)]
@@ -103,8 +109,8 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "MS", default_value_t = 20)]
     pub(crate) max_delay_ms: u64,
 
-    /// Database: postgres://... (or a key=value string), or sqlite:PATH [default: SQLite in a
-    /// temporary directory].
+    /// Database: sqlite:PATH (file kept afterwards), postgres://... or a key=value string
+    /// [default: SQLite in a temporary directory, deleted at the end].
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     pub(crate) database: Option<String>,
 

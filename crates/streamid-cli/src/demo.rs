@@ -4,7 +4,7 @@
 //! Order of a run: open the store → fresh schema → one generator per writer plus the
 //! reader generator → relay → readers → writers (until the budget is spent, Ctrl-C, or a
 //! writer fails) → wait (bounded) until the reader generator's persisted-up-to position
-//! reaches the sequence's last ID → readers' final reads → count the table → report.
+//! reaches the last allocated ID → readers' final reads → count the table → report.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -142,7 +142,7 @@ async fn run_async(plan: DemoPlan) -> Result<Verdict> {
         .reader
         .max_allocated_token()
         .await
-        .context("reading the sequence")?;
+        .context("reading the last allocated ID")?;
     let caught_up = catch_up(&cast, &mut view, &budget, started, max_allocated).await?;
     let persisted_upto = cast.reader.persisted_upto_position();
     let _ = phase.send(Phase::Finish);

@@ -1,9 +1,9 @@
 //! The final report: what the database holds, compared with what each reader saw.
 //!
 //! Honesty rule: every count of committed rows comes from the table, read after the writers
-//! stopped; out-of-order commits come from the table's `committed_at` order; rolled-back
-//! rows are the IDs the sequence handed out that have no row. The writers' own tallies
-//! appear once, as `writer_reported_commits`, for comparison only.
+//! stopped; out-of-order commits come from the table's commit order; rolled-back rows are
+//! the IDs the sequence (SQLite: counter) handed out that have no row. The writers' own
+//! tallies appear once, as `writer_reported_commits`, for comparison only.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -69,7 +69,7 @@ pub(crate) struct RunFacts {
     pub(crate) seed: u64,
     /// The persisted-up-to position before the first write (IDs above it are this run's).
     pub(crate) start_position: i64,
-    /// The last ID the sequence handed out, read after the writers stopped.
+    /// The last ID the sequence (SQLite: counter) handed out, read after the writers stopped.
     pub(crate) max_allocated: i64,
     /// The reader generator's persisted-up-to position at the final read.
     pub(crate) persisted_upto: i64,
@@ -98,12 +98,12 @@ pub(crate) struct Report {
     pub(crate) seed: u64,
     /// Rows in the table at the end.
     pub(crate) rows_committed: u64,
-    /// IDs handed out by the sequence without a row: rolled-back writes.
+    /// IDs handed out by the sequence (SQLite: counter) without a row: rolled-back writes.
     pub(crate) rows_rolled_back: u64,
-    /// IDs the sequence handed out during the run.
+    /// IDs the sequence (SQLite: counter) handed out during the run.
     pub(crate) ids_allocated: u64,
-    /// Commits whose ID is below the largest ID committed before them (`committed_at`
-    /// order): each is a row a naive reader can miss.
+    /// Commits whose ID is below the largest ID committed before them (in commit order):
+    /// each is a row a naive reader can miss.
     pub(crate) out_of_order_commits: u64,
     /// Rows sharing an ID with another row (never expected).
     pub(crate) duplicate_ids_in_table: u64,
@@ -113,7 +113,7 @@ pub(crate) struct Report {
     pub(crate) naive_reader: ReaderReport,
     /// The streamid reader (`id <= persisted_upto_position()`).
     pub(crate) streamid_reader: ReaderReport,
-    /// The last ID the sequence handed out.
+    /// The last ID the sequence (SQLite: counter) handed out.
     pub(crate) max_allocated: i64,
     /// The reader generator's persisted-up-to position at the final read.
     pub(crate) persisted_upto: i64,

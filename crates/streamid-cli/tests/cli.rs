@@ -1,5 +1,11 @@
-//! Runs the real `streamid` binary: the demo on a throwaway PostgreSQL, its JSON report,
-//! help, and the one-line errors with their exit codes.
+//! Runs the real `streamid` binary: the demo on SQLite (the default temporary file and a
+//! kept one) and on a throwaway PostgreSQL, its JSON report, help, and the one-line errors
+//! with their exit codes.
+
+// A test binary: panicking on a failed step (helpers included) is how it reports failure.
+#![allow(clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt as _;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin_cmd;
@@ -23,13 +29,13 @@ fn one_line_error(stderr: &[u8]) -> String {
     stderr
 }
 
-#[test]
-fn demo_on_postgres_misses_nothing_and_reports_json() {
-    let output = streamid()
-        // --postgres-temp must win over DATABASE_URL from the environment.
-        .env("DATABASE_URL", UNREACHABLE)
-        .args(["demo", "--postgres-temp", "--rows", "300", "--writers", "4"])
-        .arg("--json")
+/// Runs `streamid demo ARGS --rows 300 --writers 4 --json`, asserts exit 0 and a verdict
+/// OK with every documented key, and returns the report.
+fn demo_json(cmd: &mut Command, args: &[&str]) -> Value {
+    let output = cmd
+        .arg("demo")
+        .args(args)
+        .args(["--rows", "300", "--writers", "4", "--json"])
         .output()
         .expect("run streamid");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -81,10 +87,89 @@ fn demo_on_postgres_misses_nothing_and_reports_json() {
     assert_eq!(
         committed + rolled_back,
         300,
-        "every write commits or rolls back"
+        "every write commits or rolls back, and IDs start afresh: {report}"
     );
     assert!(committed > 0);
     assert_eq!(report["caught_up"], true);
+    report
+}
+
+#[test]
+fn demo_on_postgres_misses_nothing_and_reports_json() {
+    // --postgres-temp must win over DATABASE_URL from the environment.
+    let report = demo_json(
+        streamid().env("DATABASE_URL", UNREACHABLE),
+        &["--postgres-temp"],
+    );
+    let backend = report["backend"].as_str().expect("a string");
+    assert!(backend.starts_with("PostgreSQL"), "{backend}");
+}
+
+#[test]
+fn demo_defaults_to_a_temporary_sqlite_database_and_deletes_it() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let report = demo_json(streamid().env("TMPDIR", tmp.path()), &[]);
+    let backend = report["backend"].as_str().expect("a string");
+    assert!(backend.starts_with("SQLite (temporary file"), "{backend}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read the temp dir")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the temporary database was not deleted: {left:?}"
+    );
+}
+
+#[test]
+fn demo_on_a_kept_sqlite_file_keeps_the_rows_and_starts_afresh_each_run() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("kept.db");
+    let database = format!("sqlite:{}", path.display());
+    for run in 1..=2 {
+        let report = demo_json(&mut streamid(), &["--database", &database]);
+        let backend = report["backend"].as_str().expect("a string");
+        assert!(backend.contains("kept"), "{backend}");
+        assert!(path.exists(), "run {run}: {} is gone", path.display());
+        let conn = rusqlite::Connection::open(&path).expect("open the kept file");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM demo_events", [], |r| r.get(0))
+            .expect("count the rows");
+        assert_eq!(
+            Some(rows),
+            report["rows_committed"].as_i64(),
+            "run {run}: {report}"
+        );
+    }
+}
+
+#[test]
+fn an_unusable_sqlite_path_is_a_one_line_runtime_error() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("write a file");
+    let mut paths = vec![
+        "/proc/nope/x.db".to_owned(),
+        file.join("x.db").display().to_string(),
+    ];
+    // A directory without permissions stops everyone but root.
+    let locked = tmp.path().join("locked");
+    std::fs::create_dir(&locked).expect("create a directory");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500))
+        .expect("chmod the directory");
+    if std::fs::write(locked.join("probe"), "").is_err() {
+        paths.push(locked.join("x.db").display().to_string());
+    }
+    for path in paths {
+        let output = streamid()
+            .args(["demo", "--rows", "10", "--database"])
+            .arg(format!("sqlite:{path}"))
+            .output()
+            .expect("run streamid");
+        assert_eq!(output.status.code(), Some(3), "{path}");
+        let line = one_line_error(&output.stderr);
+        assert!(line.contains(&path), "{path}: {line}");
+        assert!(output.stdout.is_empty(), "{path}");
+    }
 }
 
 #[test]

@@ -81,11 +81,6 @@ pub(crate) enum ConfigError {
     },
     /// `--postgres-temp` and `--database` were both given.
     ConflictingDatabase,
-    /// The chosen backend is not available in this build.
-    BackendUnavailable {
-        /// The backend asked for.
-        backend: &'static str,
-    },
 }
 
 impl fmt::Display for ConfigError {
@@ -109,11 +104,6 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::ConflictingDatabase => f.write_str(
                 "--postgres-temp and --database cannot be used together: pick one database",
-            ),
-            ConfigError::BackendUnavailable { backend } => write!(
-                f,
-                "the {backend} backend is not yet available: use --postgres-temp or \
-                 --database postgres://..."
             ),
         }
     }
@@ -298,7 +288,6 @@ mod tests {
             ConfigError::RollbackRate(2.0),
             ConfigError::ZeroRows,
             ConfigError::ConflictingDatabase,
-            ConfigError::BackendUnavailable { backend: "SQLite" },
         ];
         for e in errors {
             assert!(!e.to_string().contains('\n'), "{e}");
