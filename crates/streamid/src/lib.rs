@@ -67,7 +67,7 @@
 //!
 //! [`current_token`]: MultiWriterIdGenerator::current_token
 //! [`positions`]: MultiWriterIdGenerator::positions
-#![doc(test(attr(deny(warnings))))]
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 mod allocation;
 mod backend;
