@@ -10,11 +10,17 @@ use std::fmt;
 pub const INSTALL_HINT: &str = "install the PostgreSQL server: apt-get install -y postgresql-15 \
      (or set PG_BIN to a directory with initdb and postgres)";
 
+/// What the Redis server package must provide; named in errors caused by a missing or
+/// unusable `redis-server` ([`RedisServer`](crate::RedisServer)).
+pub const REDIS_INSTALL_HINT: &str = "install the Redis server: apt-get install -y redis-server \
+     (or set REDIS_SERVER to the redis-server binary)";
+
 /// Which step failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// No directory with `initdb`, `pg_ctl` and `postgres` was found.
+    /// No directory with `initdb`, `pg_ctl` and `postgres` was found (or, for
+    /// [`RedisServer`](crate::RedisServer), no `redis-server`).
     BinariesNotFound,
     /// An external command (`initdb`, `pg_ctl`, `runuser`, `chown`, …) could not be run or
     /// exited unsuccessfully.
@@ -94,6 +100,11 @@ impl Error {
         self
     }
 
+    pub(crate) fn with_redis_install_hint(mut self) -> Self {
+        self.hint = Some(REDIS_INSTALL_HINT);
+        self
+    }
+
     /// Which step failed.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -109,7 +120,8 @@ impl Error {
         self.output.as_deref()
     }
 
-    /// How to fix the machine, when the failure points at the PostgreSQL installation.
+    /// How to fix the machine, when the failure points at the PostgreSQL (or Redis)
+    /// installation.
     pub fn hint(&self) -> Option<&str> {
         self.hint
     }

@@ -4,6 +4,8 @@
 //!   of 127.0.0.1 (socket in the temp dir, `trust` auth, superuser `postgres`), stopped and
 //!   deleted on drop — or by a watchdog process once the test process is gone, so servers kept
 //!   in `static`s never outlive the test run.
+//! - [`RedisServer`] runs a private `redis-server` (no persistence) on a free port of
+//!   127.0.0.1, for the Redis replication transport; killed on drop or by its watchdog.
 //! - [`fresh_database`] gives each test its own database: on `DATABASE_URL`'s server when that
 //!   is set, else on [`PgServer::shared`], one cluster per test binary.
 //!
@@ -39,8 +41,10 @@
 mod db;
 mod error;
 mod process;
+mod redis;
 mod server;
 
 pub use db::{TestDb, connect_url, fresh_database};
-pub use error::{Error, ErrorKind, INSTALL_HINT};
+pub use error::{Error, ErrorKind, INSTALL_HINT, REDIS_INSTALL_HINT};
+pub use redis::RedisServer;
 pub use server::{PgServer, PgServerBuilder};

@@ -72,7 +72,7 @@ impl PgServerBuilder {
     /// `tokio::task::spawn_blocking`.
     pub fn start(self) -> Result<PgServer, Error> {
         let bins = Bins::locate(self.bin_dir.as_deref())?;
-        let dir = make_temp_dir()?;
+        let dir = make_temp_dir("streamid-pg")?;
         let mut server = PgServer {
             data_dir: dir.join("data"),
             log_file: dir.join("postgres.log"),
@@ -372,13 +372,14 @@ impl Drop for PgServer {
     }
 }
 
-/// A new directory under the system temp dir, named after our pid so leftovers are traceable.
-fn make_temp_dir() -> Result<PathBuf, Error> {
+/// A new directory under the system temp dir, named after `prefix` and our pid so leftovers
+/// are traceable.
+pub(crate) fn make_temp_dir(prefix: &str) -> Result<PathBuf, Error> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = std::env::temp_dir();
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("streamid-pg-{}-{n}", std::process::id()));
+        let dir = base.join(format!("{prefix}-{}-{n}", std::process::id()));
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             // A leftover of an earlier process with the same pid: skip it.

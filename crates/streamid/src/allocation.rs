@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_postgres::types::Type;
 
 use crate::Error;
+use crate::gaps::GapCause;
 use crate::postgres::statements;
 use crate::state::{Outcome, StreamState};
 
@@ -84,6 +85,7 @@ impl Allocation {
     ///
     /// Cancel safe; the lock, once taken, is held until the transaction ends.
     pub async fn bind(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), Error> {
+        const OP: &str = "bind the allocation to the transaction";
         let Some(key) = self.writer_lock else {
             return Err(Error::WrongBackend {
                 operation: "Allocation::bind",
@@ -93,7 +95,28 @@ impl Allocation {
         };
         tx.query_typed(statements::ADVISORY_XACT_LOCK_SHARED, &[(&key, Type::INT8)])
             .await
-            .map_err(Error::db("bind the allocation to the transaction"))?;
+            .map_err(Error::db(OP))?;
+        if let Some(fence) = self.state.fence_check(key) {
+            // The tag holds hex digits, colons and digits only.
+            tx.batch_execute(&format!("SET LOCAL application_name = '{}'", fence.tag))
+                .await
+                .map_err(Error::db(OP))?;
+            let rows = tx
+                .query_typed(
+                    statements::EPOCH_FOR_SHARE,
+                    &[(&key, Type::INT8), (&fence.epoch, Type::INT8)],
+                )
+                .await
+                .map_err(Error::db(OP))?;
+            if rows.is_empty() {
+                self.state
+                    .fence("a bound transaction found its epoch fenced");
+                return Err(Error::Fenced {
+                    stream: self.state.config.stream.clone(),
+                    instance: self.state.config.instance.clone(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -132,7 +155,8 @@ impl Drop for Allocation {
     fn drop(&mut self) {
         let ids = std::mem::take(&mut self.internal);
         if !ids.is_empty() {
-            self.state.finish(&ids, Outcome::Failure);
+            self.state
+                .finish(&ids, Outcome::Failure(GapCause::Abandoned));
         }
     }
 }

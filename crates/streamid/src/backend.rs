@@ -72,6 +72,35 @@ impl Backend {
         }
     }
 
+    /// Adds gap-ledger increments `(writer, cause, count)` to `stream_gaps`.
+    pub(crate) async fn add_gaps(
+        &self,
+        stream: &str,
+        increments: Vec<(String, &'static str, i64)>,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.add_gaps(stream, increments).await,
+            Backend::Sqlite(db) => db.add_gaps(stream, increments).await,
+        }
+    }
+
+    /// Tries to recover a dead `writer` (spec §12.6): `Some(F)`, internal form, when proven.
+    pub(crate) async fn reclaim(
+        &self,
+        config: &crate::config::ValidConfig,
+        writer: &str,
+    ) -> Result<Option<i64>, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => {
+                crate::postgres::lease::reclaim(pg, config, writer).await
+            }
+            Backend::Sqlite(db) => {
+                let path = db.pool.path().to_owned();
+                crate::sqlite::lease::reclaim(db, &path, config, writer).await
+            }
+        }
+    }
+
     /// The writer lock key for [`Allocation::bind`](crate::Allocation::bind) (PostgreSQL
     /// only; SQLite serialises writers itself).
     pub(crate) fn writer_lock(&self) -> Option<i64> {

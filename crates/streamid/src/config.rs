@@ -43,6 +43,8 @@ pub struct StreamConfig {
     pub(crate) unresolved_warn_after: Duration,
     pub(crate) retry_attempts: u32,
     pub(crate) busy_timeout: Duration,
+    pub(crate) reclaim: bool,
+    pub(crate) reclaim_interval: Duration,
 }
 
 impl StreamConfig {
@@ -63,6 +65,8 @@ impl StreamConfig {
             unresolved_warn_after: Duration::from_secs(30),
             retry_attempts: 5,
             busy_timeout: Duration::from_secs(5),
+            reclaim: true,
+            reclaim_interval: Duration::from_millis(500),
         }
     }
 
@@ -152,6 +156,23 @@ impl StreamConfig {
         self
     }
 
+    /// Whether this process recovers dead writers of the stream (default `true`; spec
+    /// §12.6): a listed writer that holds the current token back is raised to a fresh ID
+    /// once the database proves it can no longer commit, so a crashed writer does not stall
+    /// the stream until it restarts.
+    pub fn reclaim_dead_writers(mut self, reclaim: bool) -> StreamConfig {
+        self.reclaim = reclaim;
+        self
+    }
+
+    /// How often the lease heartbeat and dead-writer recovery run (default 500 ms). A killed
+    /// writer stops holding other processes back within about two intervals plus the
+    /// replication delay.
+    pub fn reclaim_interval(mut self, interval: Duration) -> StreamConfig {
+        self.reclaim_interval = interval;
+        self
+    }
+
     /// Checks every rule of spec §2.3; `needs_sequence` is false for the embedded backend.
     pub(crate) fn validate(&self, needs_sequence: bool) -> Result<ValidConfig, Error> {
         let invalid = |field: &'static str, value: &str, rule: &str| Error::InvalidConfig {
@@ -215,6 +236,8 @@ impl StreamConfig {
             unresolved_warn_after: self.unresolved_warn_after,
             retry_attempts: self.retry_attempts,
             busy_timeout: self.busy_timeout,
+            reclaim: self.reclaim,
+            reclaim_interval: self.reclaim_interval.max(Duration::from_millis(10)),
         })
     }
 }
@@ -260,6 +283,8 @@ pub(crate) struct ValidConfig {
     pub(crate) unresolved_warn_after: Duration,
     pub(crate) retry_attempts: u32,
     pub(crate) busy_timeout: Duration,
+    pub(crate) reclaim: bool,
+    pub(crate) reclaim_interval: Duration,
 }
 
 impl ValidConfig {

@@ -163,6 +163,35 @@ pub enum Error {
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
+    /// Another live process holds this instance's writer lease: two processes may not run
+    /// the same instance of a stream (spec §1.3).
+    #[error(
+        "another process holds the lease of instance {instance:?} on stream {stream:?} (waited \
+         {waited_ms} ms): stop it first, or give this process another instance name"
+    )]
+    LeaseHeld {
+        /// The stream.
+        stream: String,
+        /// This instance.
+        instance: String,
+        /// How long it waited.
+        waited_ms: u128,
+    },
+
+    /// This writer was fenced: its lease connection was lost or another process proved it
+    /// dead and raised its position (spec §12.6). Transactions of the old epoch cannot
+    /// commit; it re-registers automatically — retry shortly.
+    #[error(
+        "writer {instance:?} of stream {stream:?} is fenced: it lost its lease or another \
+         process recovered it as dead; it re-registers automatically, retry the transaction"
+    )]
+    Fenced {
+        /// The stream.
+        stream: String,
+        /// This instance.
+        instance: String,
+    },
+
     /// A token is invalid (spec §11): malformed string, unknown instance id, entry not
     /// ahead of its stream position.
     #[error(transparent)]
@@ -180,6 +209,18 @@ pub enum Error {
         /// The driver's error.
         #[source]
         source: rusqlite::Error,
+    },
+
+    /// A file next to the database (a writer's lease file) could not be used.
+    #[error("{operation} {path}: {source}; check that the directory exists and is writable")]
+    Io {
+        /// What streamid was doing.
+        operation: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 
     /// The operation belongs to the other backend (e.g. a PostgreSQL transaction on a

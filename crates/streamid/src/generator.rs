@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::allocation::Allocation;
 use crate::backend::Backend;
 use crate::config::{StreamConfig, ValidConfig};
+use crate::housekeeping::{Housekeeping, WriterLease};
 use crate::persist::PositionWriter;
 use crate::postgres::{self, PgBackend, Resolver, StreamTransaction};
 use crate::sqlite::{self, SqliteBackend, SqliteTransaction};
@@ -84,6 +85,12 @@ impl MultiWriterIdGenerator {
         let config = config.validate(true)?;
         let statements = Arc::new(postgres::sequence::statements_for(&config)?);
         let timeout = config.startup_timeout;
+        // Spec §12.6.1: a writer holds its lease from before its startup until it exits.
+        let lease = if config.persists_position() {
+            Some(postgres::lease::Lease::acquire(&pool, &config, config.writer_lock_timeout).await?)
+        } else {
+            None
+        };
         let started =
             tokio::time::timeout(timeout, postgres::startup::run(&pool, &config, &statements))
                 .await
@@ -111,10 +118,20 @@ impl MultiWriterIdGenerator {
         });
         let resolver =
             resolver.ok_or_else(|| Error::Internal("the resolver was not started".to_owned()))?;
-        Ok(MultiWriterIdGenerator {
-            state,
-            backend: Backend::Postgres { pg, resolver },
-        })
+        let backend = Backend::Postgres { pg, resolver };
+        let lease = match (lease, started.epoch) {
+            (Some(lease), Some(epoch)) => {
+                lease.tag(epoch).await?;
+                state
+                    .epoch
+                    .store(epoch, std::sync::atomic::Ordering::Release);
+                Some(WriterLease::Postgres(lease))
+            }
+            _ => None,
+        };
+        Ok(MultiWriterIdGenerator::with_housekeeping(
+            state, backend, lease,
+        ))
     }
 
     /// Opens (creating if missing) the SQLite database at `path` and runs startup recovery
@@ -159,12 +176,30 @@ impl MultiWriterIdGenerator {
     ) -> Result<MultiWriterIdGenerator, Error> {
         let config = config.validate(false)?;
         let pool = Arc::new(sqlite::SqlitePool::new(path.as_ref(), config.busy_timeout));
+        // Open first: a bad path is reported as a SQLite error before anything else.
+        let conn = {
+            let pool = Arc::clone(&pool);
+            sqlite::blocking(move || pool.open()).await?
+        };
+        // The lease before startup (spec §12.6.1), as on PostgreSQL.
+        let lease = if config.persists_position() {
+            Some(WriterLease::Sqlite {
+                _held: sqlite::lease::FileLease::acquire(
+                    path.as_ref(),
+                    &config,
+                    config.writer_lock_timeout,
+                )
+                .await?,
+            })
+        } else {
+            None
+        };
         let statements = Arc::new(sqlite::Statements::new(&config));
         let started = {
             let (pool, config, statements) =
                 (Arc::clone(&pool), config.clone(), Arc::clone(&statements));
             sqlite::blocking(move || {
-                let mut conn = pool.open()?;
+                let mut conn = conn;
                 let started = sqlite::startup::run(&pool, &mut conn, &config, &statements);
                 pool.put(conn);
                 started
@@ -180,10 +215,24 @@ impl MultiWriterIdGenerator {
                 })??;
         let backend = Backend::Sqlite(SqliteBackend { pool, statements });
         let writer = position_writer(&config, &backend, started.recorded);
-        Ok(MultiWriterIdGenerator {
-            state: Arc::new(StreamState::new(config, started.tracker, writer)),
-            backend,
-        })
+        let state = Arc::new(StreamState::new(config, started.tracker, writer));
+        Ok(MultiWriterIdGenerator::with_housekeeping(
+            state, backend, lease,
+        ))
+    }
+
+    /// Starts the housekeeping task (lease, gap ledger, recovery) and builds the handle.
+    fn with_housekeeping(
+        state: Arc<StreamState>,
+        backend: Backend,
+        lease: Option<WriterLease>,
+    ) -> MultiWriterIdGenerator {
+        let task = Housekeeping::spawn(&state, backend.clone(), lease);
+        *state
+            .housekeeping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+        MultiWriterIdGenerator { state, backend }
     }
 
     /// Allocates one ID in autocommit. See [`Allocation`] for how to use it.
@@ -213,6 +262,7 @@ impl MultiWriterIdGenerator {
     /// Cancel safe.
     pub async fn next_ids(&self, n: usize) -> Result<Allocation, Error> {
         self.state.config.check_allocation(n)?;
+        self.state.check_not_fenced()?;
         let fetch = self.state.begin_fetch();
         let ids = self.backend.fetch_ids(n).await?;
         fetch.register(&ids)?;
@@ -439,6 +489,18 @@ impl MultiWriterIdGenerator {
     /// Transactions whose COMMIT outcome is still being resolved.
     pub fn unresolved_commits(&self) -> usize {
         self.backend.unresolved()
+    }
+
+    /// IDs this process finished without a row (and IDs it took to recover dead writers),
+    /// by writer and cause, since it started. Flushed as increments to `stream_gaps`.
+    pub fn gaps(&self) -> BTreeMap<(String, crate::GapCause), u64> {
+        self.state.gaps.snapshot()
+    }
+
+    /// Whether this writer is fenced (its lease was lost or another process recovered it);
+    /// allocation is refused until it re-registers, which happens automatically.
+    pub fn is_fenced(&self) -> bool {
+        self.state.fenced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Local IDs allocated and not yet finished.

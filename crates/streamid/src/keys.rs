@@ -15,6 +15,19 @@ pub(crate) fn writer_lock(stream: &str, instance: &str) -> i64 {
     ])
 }
 
+/// The lease of `(stream, instance)` (spec §12.6.1): a live writer holds it, session-level,
+/// on a dedicated connection for as long as it runs.
+pub(crate) fn lease(stream: &str, instance: &str) -> i64 {
+    hash(&[b"streamid/lease/v1", stream.as_bytes(), instance.as_bytes()])
+}
+
+/// The `application_name` prefix of a writer's connections: short enough for PostgreSQL's
+/// 63 bytes whatever the names, and matched with `LIKE '<prefix>:%'` by the proof of
+/// spec §12.6.3. The full tag appends `:<epoch>`.
+pub(crate) fn app_prefix(writer_lock: i64) -> String {
+    format!("streamid:{:016x}", writer_lock as u64)
+}
+
 /// Serialises the creation of `stream_positions` (spec §4.2 step 1).
 pub(crate) fn ddl_lock() -> i64 {
     hash(&[b"streamid/ddl/v1"])

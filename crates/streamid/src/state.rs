@@ -18,8 +18,8 @@ use crate::persist::PositionWriter;
 pub(crate) enum Outcome {
     /// The transaction committed: schedule a `stream_positions` write.
     Success,
-    /// Rolled back, dropped or given up: publish only.
-    Failure,
+    /// No row will ever carry these IDs (gaps), and why: publish and count only.
+    Failure(crate::gaps::GapCause),
 }
 
 /// Per-stream metric handles, registered once so the hot path does not build keys.
@@ -74,6 +74,17 @@ pub(crate) struct StreamState {
     /// The replication driver, once [`replicate`](crate::MultiWriterIdGenerator::replicate)
     /// started one; dropped with the state, which stops it.
     pub(crate) replication: Mutex<Option<crate::replication::Replication>>,
+    /// A registered writer's epoch in `stream_writers` (PostgreSQL); 0 when unregistered.
+    pub(crate) epoch: std::sync::atomic::AtomicI64,
+    /// Set when this writer lost its lease or found its epoch fenced: allocation is refused
+    /// until housekeeping has re-acquired the lease and registered a new epoch.
+    pub(crate) fenced: std::sync::atomic::AtomicBool,
+    /// Positions recovered for dead writers, waiting to be announced on their behalf.
+    pub(crate) foreign: Mutex<Vec<(String, i64)>>,
+    /// The housekeeping task (lease, gap flush, recovery); dropped with the state.
+    pub(crate) housekeeping: Mutex<Option<crate::housekeeping::Housekeeping>>,
+    /// IDs finished without a row, by writer and cause.
+    pub(crate) gaps: crate::gaps::GapLedger,
     /// Cached `instance_map` ids for token strings.
     pub(crate) instance_ids: crate::tokens::InstanceIds,
     metrics: Metrics,
@@ -98,6 +109,11 @@ impl StreamState {
             writer,
             replication: Mutex::new(None),
             instance_ids: crate::tokens::InstanceIds::default(),
+            gaps: crate::gaps::GapLedger::default(),
+            epoch: std::sync::atomic::AtomicI64::new(0),
+            foreign: Mutex::new(Vec::new()),
+            housekeeping: Mutex::new(None),
+            fenced: std::sync::atomic::AtomicBool::new(false),
             metrics,
         }
     }
@@ -138,11 +154,14 @@ impl StreamState {
                 "finished IDs that were not unfinished; this is a bug in streamid"
             );
         }
-        let counter = match outcome {
-            Outcome::Success => &self.metrics.finished_ok,
-            Outcome::Failure => &self.metrics.finished_failed,
-        };
-        counter.increment(ids.len() as u64);
+        match outcome {
+            Outcome::Success => self.metrics.finished_ok.increment(ids.len() as u64),
+            Outcome::Failure(cause) => {
+                self.metrics.finished_failed.increment(ids.len() as u64);
+                self.gaps
+                    .record(&self.config.instance, cause, ids.len() as u64);
+            }
+        }
         self.has_written
             .store(true, std::sync::atomic::Ordering::Release);
         if result.changes.announced {
@@ -150,6 +169,51 @@ impl StreamState {
         }
         self.publish(result.changes, tracker_view, outcome == Outcome::Success);
         tracker_view.announced
+    }
+
+    /// Queues an announcement of a recovered writer's position (internal form) and wakes
+    /// the announcer (spec §12.6 step 4).
+    pub(crate) fn announce_for(&self, writer: &str, position: i64) {
+        self.foreign
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((writer.to_owned(), position));
+        self.announce.notify_one();
+    }
+
+    /// Refuses allocation while fenced (issue 5).
+    pub(crate) fn check_not_fenced(&self) -> Result<(), crate::Error> {
+        if self.fenced.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(crate::Error::Fenced {
+                stream: self.config.stream.clone(),
+                instance: self.config.instance.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The epoch check a registered PostgreSQL writer adds to its transactions.
+    pub(crate) fn fence_check(
+        &self,
+        writer_lock: i64,
+    ) -> Option<crate::postgres::statements::Fence> {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        (epoch > 0).then(|| crate::postgres::statements::Fence {
+            epoch,
+            tag: format!("{}:{epoch}", crate::keys::app_prefix(writer_lock)),
+        })
+    }
+
+    /// Marks this writer fenced (logged once per transition).
+    pub(crate) fn fence(&self, why: &str) {
+        if !self.fenced.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::error!(
+                stream = %self.config.stream,
+                instance = %self.config.instance,
+                why,
+                "this writer is fenced: allocation is refused until it re-registers"
+            );
+        }
     }
 
     /// Starts a fetch: the returned guard cancels it if dropped before registration.

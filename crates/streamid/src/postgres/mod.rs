@@ -4,6 +4,7 @@
 //! This module and its children are the only places that talk to PostgreSQL. Statements come
 //! from [`statements`]; nothing here holds the tracker lock across I/O.
 
+pub(crate) mod lease;
 pub(crate) mod resolver;
 pub(crate) mod sequence;
 pub(crate) mod startup;
@@ -143,6 +144,31 @@ impl PgBackend {
             .map(|r| r.try_get(0))
             .transpose()
             .map_err(Error::db(OP))
+    }
+
+    /// Adds gap-ledger increments to `stream_gaps`.
+    pub(crate) async fn add_gaps(
+        &self,
+        stream: &str,
+        increments: Vec<(String, &'static str, i64)>,
+    ) -> Result<(), Error> {
+        const OP: &str = "record gaps";
+        let mut client = self.client(OP).await?;
+        let tx = client.transaction().await.map_err(Error::db(OP))?;
+        for (instance, cause, n) in &increments {
+            tx.execute_typed(
+                statements::ADD_GAPS,
+                &[
+                    (&stream, Type::TEXT),
+                    (instance, Type::TEXT),
+                    (cause, Type::TEXT),
+                    (n, Type::INT8),
+                ],
+            )
+            .await
+            .map_err(Error::db(OP))?;
+        }
+        tx.commit().await.map_err(Error::db(OP))
     }
 
     /// The guarded upsert of this instance's row (spec §8.3), `value` in API form.

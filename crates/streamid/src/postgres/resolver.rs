@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::types::Type;
 
+use crate::gaps::GapCause;
 use crate::postgres::statements::{self, XactFunctions};
 use crate::state::{Outcome, StreamState};
 
@@ -172,9 +173,9 @@ async fn poll(pool: &deadpool_postgres::Pool, xact: XactFunctions, xid: i64) -> 
     let status: Option<String> = row.try_get(0).ok()?;
     match status.as_deref() {
         Some("committed") => Some(Outcome::Success),
-        Some("aborted") => Some(Outcome::Failure),
+        Some("aborted") => Some(Outcome::Failure(GapCause::ResolvedAborted)),
         // Too old to be tracked: long decided, and any row it made is long visible.
-        None => Some(Outcome::Failure),
+        None => Some(Outcome::Failure(GapCause::ResolvedAborted)),
         Some(_) => {
             end_orphan(&client, xid).await;
             None

@@ -6,7 +6,7 @@
 //! Order matters: `S` is read after `T` and `Q` so a commit during startup cannot look like
 //! an inconsistency (spec §14.2 item 4).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use streamid_core::{Startup, Tracker};
 use tokio_postgres::error::SqlState;
@@ -23,6 +23,8 @@ pub(crate) struct Started {
     pub(crate) tracker: Tracker,
     /// The announced position recorded in step 15 (internal form), for writers.
     pub(crate) recorded: Option<i64>,
+    /// The writer's new epoch in `stream_writers`, for writers.
+    pub(crate) epoch: Option<i64>,
     pub(crate) server_version: i32,
 }
 
@@ -52,12 +54,16 @@ pub(crate) async fn run(
         .map_err(Error::db("startup: begin"))?;
 
     // Step 2a: wait until no transaction of an earlier process with this instance name can
-    // still commit.
+    // still commit; then register a new epoch, which fences the old one.
+    let mut epoch = None;
     if own_is_writer {
         let waited = Instant::now();
-        if let Err(err) = wait_for_writer_lock(&tx, lock_key, config.writer_lock_timeout).await {
-            drop(tx);
-            return Err(describe_lock_timeout(pool, config, lock_key, waited, err).await);
+        match wait_and_register(&tx, config, lock_key).await {
+            Ok(e) => epoch = Some(e),
+            Err(err) => {
+                drop(tx);
+                return Err(describe_lock_timeout(pool, config, lock_key, waited, err).await);
+            }
         }
     }
 
@@ -149,20 +155,25 @@ pub(crate) async fn run(
     Ok(Started {
         tracker,
         recorded: recorded_position,
+        epoch,
         server_version,
     })
 }
 
-/// Step 1: create `stream_positions` if missing, serialised by an advisory lock so
-/// concurrent first startups do not collide on the catalog.
+/// Step 1: create `stream_positions` (and the reliability tables `stream_writers`,
+/// `stream_gaps`, `stream_events`) if missing, serialised by an advisory lock so concurrent
+/// first startups do not collide on the catalog.
 async fn ensure_positions_table(client: &mut tokio_postgres::Client) -> Result<(), Error> {
     const OP: &str = "startup: create stream_positions";
-    let exists: bool = client
-        .query_one(statements::POSITIONS_EXISTS, &[])
-        .await
-        .map_err(Error::db(OP))?
-        .try_get(0)
-        .map_err(Error::db(OP))?;
+    let mut exists = true;
+    for check in [statements::POSITIONS_EXISTS, statements::RELIABILITY_EXISTS] {
+        exists &= client
+            .query_one(check, &[])
+            .await
+            .map_err(Error::db(OP))?
+            .try_get::<_, bool>(0)
+            .map_err(Error::db(OP))?;
+    }
     if exists {
         return Ok(());
     }
@@ -176,21 +187,42 @@ async fn ensure_positions_table(client: &mut tokio_postgres::Client) -> Result<(
     tx.batch_execute(statements::CREATE_POSITIONS)
         .await
         .map_err(Error::db(OP))?;
+    tx.batch_execute(statements::CREATE_RELIABILITY)
+        .await
+        .map_err(Error::db(OP))?;
     tx.commit().await.map_err(Error::db(OP))
 }
 
-async fn wait_for_writer_lock(
+/// Step 2a, then the new epoch: both wait (bounded) for transactions of earlier
+/// incarnations — the first through the writer lock, the second through their `FOR SHARE`
+/// lock on the `stream_writers` row.
+async fn wait_and_register(
     tx: &Transaction<'_>,
+    config: &ValidConfig,
     key: i64,
-    timeout: Duration,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<i64, tokio_postgres::Error> {
     // Only integers are spliced; `SET` takes no parameters.
-    let ms = timeout.as_millis().max(1);
+    let ms = config.writer_lock_timeout.as_millis().max(1);
     tx.batch_execute(&format!("SET LOCAL lock_timeout = {ms}"))
         .await?;
     tx.query_typed(statements::ADVISORY_XACT_LOCK, &[(&key, Type::INT8)])
         .await?;
-    tx.batch_execute("SET LOCAL lock_timeout TO DEFAULT").await
+    tx.query_typed(statements::LOCK_WRITER_ROW, &[(&key, Type::INT8)])
+        .await?;
+    let epoch: i64 = tx
+        .query_typed_one(
+            statements::REGISTER_WRITER,
+            &[
+                (&key, Type::INT8),
+                (&config.stream, Type::TEXT),
+                (&config.instance, Type::TEXT),
+            ],
+        )
+        .await?
+        .try_get(0)?;
+    tx.batch_execute("SET LOCAL lock_timeout TO DEFAULT")
+        .await?;
+    Ok(epoch)
 }
 
 /// Turns a failed writer-lock wait into an error naming the blocking backends.

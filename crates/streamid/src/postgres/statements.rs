@@ -31,6 +31,72 @@ pub(crate) const INSERT_INSTANCE: &str =
 pub(crate) const INSTANCE_NAME: &str =
     "SELECT instance_name FROM instance_map WHERE instance_id = $1";
 
+/// Writer registrations (issue 5): one row per writer with its current epoch. Every stream
+/// transaction locks its writer's row `FOR KEY SHARE` at its first allocation; an epoch
+/// bump first locks the row `FOR UPDATE`, so it waits for them, and later transactions of
+/// the old epoch find no row. (`KEY SHARE`, not `SHARE`: the heartbeat's plain `UPDATE`
+/// must not wait for open transactions.)
+pub(crate) const CREATE_RELIABILITY: &str = "\
+    CREATE TABLE IF NOT EXISTS stream_writers (\
+        writer_key BIGINT PRIMARY KEY, \
+        stream_name TEXT NOT NULL, \
+        instance_name TEXT NOT NULL, \
+        epoch BIGINT NOT NULL, \
+        started TIMESTAMPTZ NOT NULL DEFAULT now(), \
+        heartbeat TIMESTAMPTZ NOT NULL DEFAULT now()\
+    ); \
+    CREATE TABLE IF NOT EXISTS stream_gaps (\
+        stream_name TEXT NOT NULL, \
+        instance_name TEXT NOT NULL, \
+        cause TEXT NOT NULL, \
+        gaps BIGINT NOT NULL, \
+        PRIMARY KEY (stream_name, instance_name, cause)\
+    ); \
+    CREATE TABLE IF NOT EXISTS stream_events (\
+        at TIMESTAMPTZ NOT NULL DEFAULT now(), \
+        stream_name TEXT NOT NULL, \
+        instance_name TEXT NOT NULL, \
+        event TEXT NOT NULL, \
+        epoch BIGINT, \
+        position BIGINT, \
+        by_instance TEXT\
+    )";
+pub(crate) const RELIABILITY_EXISTS: &str = "SELECT to_regclass('stream_writers') IS NOT NULL \
+    AND to_regclass('stream_gaps') IS NOT NULL AND to_regclass('stream_events') IS NOT NULL";
+
+/// Waits for every transaction holding the writer's row `FOR KEY SHARE` (run before an
+/// epoch bump).
+pub(crate) const LOCK_WRITER_ROW: &str =
+    "SELECT 1 FROM stream_writers WHERE writer_key = $1 FOR UPDATE";
+/// A new epoch for this writer (startup and re-registration), after [`LOCK_WRITER_ROW`].
+pub(crate) const REGISTER_WRITER: &str = "\
+    INSERT INTO stream_writers (writer_key, stream_name, instance_name, epoch) \
+    VALUES ($1, $2, $3, 1) ON CONFLICT (writer_key) DO UPDATE \
+    SET epoch = stream_writers.epoch + 1, started = now(), heartbeat = now() \
+    RETURNING epoch";
+/// The lease connection's heartbeat; 0 rows means another process fenced this epoch.
+pub(crate) const HEARTBEAT: &str =
+    "UPDATE stream_writers SET heartbeat = now() WHERE writer_key = $1 AND epoch = $2";
+/// The fencing check of [`Allocation::bind`](crate::Allocation::bind).
+pub(crate) const EPOCH_FOR_SHARE: &str =
+    "SELECT epoch FROM stream_writers WHERE writer_key = $1 AND epoch = $2 FOR KEY SHARE";
+pub(crate) const TRY_LEASE: &str = "SELECT pg_try_advisory_lock($1::int8)";
+pub(crate) const TRY_XACT_LOCK: &str = "SELECT pg_try_advisory_xact_lock($1::int8)";
+/// Spec §12.6.3: a backend tagged with the writer's prefix may still commit.
+pub(crate) const TAGGED_BACKENDS: &str = "\
+    SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 \
+      AND datname = current_database() AND pid <> pg_backend_pid()";
+/// Fences the dead writer's epoch (spec §12.6, issue 5), after [`LOCK_WRITER_ROW`].
+pub(crate) const FENCE_WRITER: &str =
+    "UPDATE stream_writers SET epoch = epoch + 1 WHERE writer_key = $1 RETURNING epoch";
+pub(crate) const RECORD_EVENT: &str = "\
+    INSERT INTO stream_events (stream_name, instance_name, event, epoch, position, by_instance) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
+/// Gap-ledger increments.
+pub(crate) const ADD_GAPS: &str = "\
+    INSERT INTO stream_gaps (stream_name, instance_name, cause, gaps) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (stream_name, instance_name, cause) DO UPDATE SET gaps = stream_gaps.gaps + EXCLUDED.gaps";
+
 /// Checked before creating, so a user without CREATE privilege can use an existing table.
 pub(crate) const POSITIONS_EXISTS: &str = "SELECT to_regclass('stream_positions') IS NOT NULL";
 
@@ -185,11 +251,13 @@ impl Statements {
 
     /// The in-transaction allocation as one simple-query message, hence one round trip
     /// (spec §7.1). The first allocation of a transaction also takes the writer lock
-    /// *before* `nextval` and records the transaction id. Only integers are spliced.
+    /// *before* `nextval`, tags the backend with the writer's `application_name`, checks
+    /// the writer's epoch `FOR SHARE` (fencing) and records the transaction id. Only
+    /// integers and the validated tag are spliced.
     pub(crate) fn transaction_allocation(
         &self,
         n: usize,
-        first: Option<(i64, XactFunctions)>,
+        first: Option<&FirstAllocation>,
     ) -> String {
         let ids = if n == 1 {
             format!("SELECT nextval({})", self.sequence_literal)
@@ -199,14 +267,40 @@ impl Statements {
                 self.sequence_literal
             )
         };
-        match first {
-            None => ids,
-            Some((lock_key, xact)) => format!(
-                "SELECT pg_advisory_xact_lock_shared({lock_key}); SELECT {}::text; {ids}",
-                xact.current
-            ),
+        let Some(first) = first else {
+            return ids;
+        };
+        let mut sql = format!(
+            "SELECT pg_advisory_xact_lock_shared({}); ",
+            first.writer_lock
+        );
+        if let Some(fence) = &first.fence {
+            sql.push_str(&format!(
+                "SET LOCAL application_name = '{}'; \
+                 SELECT epoch FROM stream_writers WHERE writer_key = {} AND epoch = {} FOR KEY SHARE; ",
+                fence.tag, first.writer_lock, fence.epoch
+            ));
         }
+        sql.push_str(&format!("SELECT {}::text; {ids}", first.xact.current));
+        sql
     }
+}
+
+/// What a transaction's first allocation adds (spec §7.1, issue 5).
+#[derive(Debug, Clone)]
+pub(crate) struct FirstAllocation {
+    pub(crate) writer_lock: i64,
+    pub(crate) xact: XactFunctions,
+    /// For registered writers: the epoch to check and the `application_name` tag.
+    pub(crate) fence: Option<Fence>,
+}
+
+/// A registered writer's current epoch and connection tag.
+#[derive(Debug, Clone)]
+pub(crate) struct Fence {
+    pub(crate) epoch: i64,
+    /// `streamid:<hex>:<epoch>`: hex digits, colons and digits only, safe to splice.
+    pub(crate) tag: String,
 }
 
 /// Per table, `SELECT GREATEST(MAX(id), 0)` (backwards: `-MIN(id)`) in internal form.

@@ -13,8 +13,10 @@ use tokio_postgres::error::Severity;
 use tokio_postgres::{SimpleQueryMessage, Transaction};
 
 use crate::Error;
+use crate::gaps::GapCause;
 use crate::postgres::PgBackend;
 use crate::postgres::resolver::{self, Resolver};
+use crate::postgres::statements::FirstAllocation;
 use crate::state::{Outcome, StreamState};
 
 /// A PostgreSQL transaction that allocates stream IDs (spec §7) — the recommended way to
@@ -88,7 +90,8 @@ impl Drop for TxIds {
         // before the server processed the rollback (spec §7.2).
         let ids = std::mem::take(&mut self.ids);
         if !ids.is_empty() {
-            self.state.finish(&ids, Outcome::Failure);
+            self.state
+                .finish(&ids, Outcome::Failure(GapCause::Abandoned));
         }
     }
 }
@@ -190,20 +193,33 @@ impl<'a> StreamTransaction<'a> {
         const OP: &str = "allocate stream IDs in the transaction";
         let state = &self.ids.state;
         state.config.check_allocation(n)?;
-        let first = self.ids.xid.is_none();
+        state.check_not_fenced()?;
         let backend = &self.ids.backend;
-        let sql = backend
-            .statements
-            .transaction_allocation(n, first.then_some((backend.writer_lock, backend.xact)));
+        let first = self.ids.xid.is_none().then(|| FirstAllocation {
+            writer_lock: backend.writer_lock,
+            xact: backend.xact,
+            fence: state.fence_check(backend.writer_lock),
+        });
+        let sql = backend.statements.transaction_allocation(n, first.as_ref());
         let fetch = state.begin_fetch();
         let messages = self.tx.simple_query(&sql).await.map_err(Error::db(OP))?;
-        let (xid, mut ids) = parse_allocation(&messages, first)?;
+        let reply = parse_allocation(&messages, first.as_ref())?;
+        if reply.fenced {
+            // Our epoch is gone: another process recovered this writer. The IDs are gaps.
+            drop(fetch);
+            state.fence("a transaction found its epoch fenced");
+            return Err(Error::Fenced {
+                stream: state.config.stream.clone(),
+                instance: state.config.instance.clone(),
+            });
+        }
+        let mut ids = reply.ids;
         ids.sort_unstable();
         fetch.register(&ids)?;
         // No `.await` between registering and taking ownership: a drop from here on finishes.
         self.ids.ids.extend_from_slice(&ids);
-        if xid.is_some() {
-            self.ids.xid = xid;
+        if reply.xid.is_some() {
+            self.ids.xid = reply.xid;
         }
         let sign = self.ids.state.sign();
         Ok(ids.into_iter().map(|id| sign * id).collect())
@@ -250,7 +266,7 @@ impl<'a> StreamTransaction<'a> {
             }
             // An ERROR reply: the server rolled the transaction back.
             Err(e) if is_rollback_reply(&e) => {
-                ids.finish(Outcome::Failure);
+                ids.finish(Outcome::Failure(GapCause::CommitFailed));
                 Err(Error::db(OP)(e))
             }
             Err(e) => Err(InDoubt::to_resolver(ids, Some(e))),
@@ -269,7 +285,7 @@ impl<'a> StreamTransaction<'a> {
     /// Cancel safe.
     pub async fn rollback(self) -> Result<(), Error> {
         let StreamTransaction { tx, ids } = self;
-        ids.finish(Outcome::Failure);
+        ids.finish(Outcome::Failure(GapCause::RolledBack));
         tx.rollback().await.map_err(Error::db("rollback"))
     }
 }
@@ -281,16 +297,23 @@ fn is_rollback_reply(err: &tokio_postgres::Error) -> bool {
         .is_some_and(|db| matches!(db.parsed_severity(), Some(Severity::Error)))
 }
 
-/// Reads the simple-query replies of [`Statements::transaction_allocation`]: with `first`,
-/// the lock's row, the transaction id, then the IDs.
+/// The replies to [`Statements::transaction_allocation`].
 ///
 /// [`Statements::transaction_allocation`]: crate::postgres::statements::Statements::transaction_allocation
+struct AllocationReply {
+    xid: Option<i64>,
+    ids: Vec<i64>,
+    /// The epoch check found no row.
+    fenced: bool,
+}
+
+/// Reads the simple-query replies: with a first allocation, the lock's row, then (for a
+/// registered writer) the `SET` and the epoch check, the transaction id, then the IDs.
 fn parse_allocation(
     messages: &[SimpleQueryMessage],
-    first: bool,
-) -> Result<(Option<i64>, Vec<i64>), Error> {
-    let bad =
-        |what: &str| Error::InvalidArgument(format!("unexpected reply while allocating: {what}"));
+    first: Option<&FirstAllocation>,
+) -> Result<AllocationReply, Error> {
+    let bad = |what: &str| Error::Internal(format!("unexpected reply while allocating: {what}"));
     // Rows grouped by statement: CommandComplete ends each statement's rows.
     let mut statements: Vec<Vec<&str>> = vec![Vec::new()];
     for m in messages {
@@ -306,21 +329,29 @@ fn parse_allocation(
         }
     }
     let parse = |s: &str| s.parse::<i64>().map_err(|_| bad(s));
-    let (xid, id_rows) = if first {
-        let xid = statements
-            .get(1)
-            .and_then(|rows| rows.first())
-            .ok_or_else(|| bad("no transaction id"))?;
-        (Some(parse(xid)?), statements.get(2))
-    } else {
-        (None, statements.first())
+    let group = |i: usize| {
+        statements
+            .get(i)
+            .ok_or_else(|| bad("a statement's reply is missing"))
     };
-    let ids = id_rows
-        .ok_or_else(|| bad("no IDs"))?
+    let (xid, fenced, ids_at) = match first {
+        None => (None, false, 0),
+        Some(first) => {
+            let (fenced, xid_at) = match first.fence {
+                Some(_) => (group(2)?.is_empty(), 3),
+                None => (false, 1),
+            };
+            let xid = group(xid_at)?
+                .first()
+                .ok_or_else(|| bad("no transaction id"))?;
+            (Some(parse(xid)?), fenced, xid_at + 1)
+        }
+    };
+    let ids = group(ids_at)?
         .iter()
         .map(|s| parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((xid, ids))
+    Ok(AllocationReply { xid, ids, fenced })
 }
 
 impl<'a> Deref for StreamTransaction<'a> {

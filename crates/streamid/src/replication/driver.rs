@@ -252,6 +252,24 @@ impl Driver {
         let Some(state) = self.state.upgrade() else {
             return true;
         };
+        // Positions recovered for dead writers go out on their behalf (spec §12.6 step 4).
+        let foreign: Vec<(String, i64)> =
+            std::mem::take(&mut *state.foreign.lock().unwrap_or_else(PoisonError::into_inner));
+        for (instance, position) in foreign {
+            let message = Announcement {
+                stream: self.stream.clone(),
+                instance,
+                position,
+                epoch: self.epoch,
+            }
+            .encode();
+            if let Some(message) = message
+                && let Err(err) = publisher.publish(&message).await
+            {
+                self.status().last_error = Some(err.to_string());
+                return false;
+            }
+        }
         let writes = state.config.persists_position()
             || (state.config.writers.is_empty() && state.has_written.load(Ordering::Acquire));
         if !writes {

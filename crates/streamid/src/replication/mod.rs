@@ -8,22 +8,60 @@
 //! transports. Correctness never depends on delivery: transports may lose, duplicate or
 //! reorder messages.
 //!
-//! Implementations: [`InProcess`] (several generators in one process), `PgNotify`
+//! Implementations: [`InProcess`] (several generators in one process), [`PgNotify`]
 //! (PostgreSQL `LISTEN/NOTIFY`, no extra infrastructure) and, with the `redis` feature,
-//! `Redis` pub/sub.
+//! `Redis` pub/sub (`streamid::replication::Redis`).
+//!
+//! # Examples
+//!
+//! Every process of a stream replicates through the same channel:
+//!
+//! ```no_run
+//! # async fn example(pool: deadpool_postgres::Pool) -> Result<(), streamid::Error> {
+//! use std::time::Duration;
+//!
+//! use streamid::replication::{PgNotify, ReplicationOptions};
+//! use streamid::{MultiWriterIdGenerator, StreamConfig};
+//!
+//! let config = StreamConfig::new("events", "writer-1")
+//!     .table("events", "instance_name", "stream_ordering")
+//!     .sequence("events_stream_seq")
+//!     .writers(["writer-1", "writer-2"]);
+//! let generator = MultiWriterIdGenerator::postgres(pool, config).await?;
+//! let database: tokio_postgres::Config = "postgres://app@db.internal/app".parse()?;
+//! generator.replicate_with(
+//!     PgNotify::new(database),
+//!     ReplicationOptions {
+//!         announce_interval: Duration::from_millis(500),
+//!         ..ReplicationOptions::default()
+//!     },
+//! );
+//! if let Some(status) = generator.replication_status() {
+//!     println!("connected: {}, reconnects: {}", status.connected, status.reconnects);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod codec;
 mod driver;
 mod in_process;
+mod inbox;
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+#[cfg(feature = "redis")]
+pub use self::redis::Redis;
 pub use codec::{Announcement, DecodeError};
 pub(crate) use driver::Replication;
 pub use in_process::InProcess;
+pub use postgres::PgNotify;
 
 /// The error a transport reports; the driver logs it and reconnects.
 pub type TransportError = Box<dyn std::error::Error + Send + Sync>;

@@ -7,6 +7,7 @@
 //! its future is dropped runs to completion and returns (or, mid-transaction, closes) its
 //! connection; it never holds the tracker lock.
 
+pub(crate) mod lease;
 pub(crate) mod startup;
 pub(crate) mod statements;
 mod transaction;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use transaction::SqliteTransaction;
@@ -48,6 +50,11 @@ impl SqlitePool {
         }
     }
 
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens a connection: WAL (readers never block the writer), a busy timeout (writers of
     /// other processes wait instead of failing at once).
     pub(crate) fn open(&self) -> Result<Connection, Error> {
@@ -56,8 +63,29 @@ impl SqlitePool {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags)
             .map_err(|e| self.error("open the database", e))?;
+        // SQLite quietly opens a write-protected file read-only; no instance can run on
+        // one (startup writes), so say so now rather than fail later at some other step
+        // (the WAL switch cannot create its files next to an immutable file, say).
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            let source = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("the database file can only be opened read-only".to_owned()),
+            );
+            return Err(self.error("open the database", source));
+        }
         conn.busy_timeout(self.busy_timeout)
             .map_err(|e| self.error("set the busy timeout", e))?;
+        // SQLite's legacy "double-quoted string literal" rule would read a quoted column
+        // name that matches no column as a string constant: a misspelt instance column
+        // would silently become the constant name of every row, a misspelt ID column a
+        // startup type error. With it off, both are "no such column" (MissingObject).
+        for dqs in [
+            DbConfig::SQLITE_DBCONFIG_DQS_DML,
+            DbConfig::SQLITE_DBCONFIG_DQS_DDL,
+        ] {
+            conn.set_db_config(dqs, false)
+                .map_err(|e| self.error("disable double-quoted string literals", e))?;
+        }
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| self.error("switch to WAL mode", e))?;
@@ -223,6 +251,24 @@ impl SqliteBackend {
                 conn.execute_batch(statements::CREATE_INSTANCE_MAP)?;
                 conn.query_row(statements::INSTANCE_NAME, [id], |r| r.get(0))
                     .optional()
+            })
+            .await
+    }
+
+    /// Adds gap-ledger increments to `stream_gaps`.
+    pub(crate) async fn add_gaps(
+        &self,
+        stream: &str,
+        increments: Vec<(String, &'static str, i64)>,
+    ) -> Result<(), Error> {
+        let stream = stream.to_owned();
+        self.pool
+            .run("record gaps", move |conn| {
+                let tx = conn.transaction()?;
+                for (instance, cause, n) in &increments {
+                    tx.execute(statements::ADD_GAPS, (&stream, instance, cause, n))?;
+                }
+                tx.commit()
             })
             .await
     }

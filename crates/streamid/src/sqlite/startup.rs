@@ -32,6 +32,8 @@ pub(crate) fn run(
         .map_err(err("startup: create stream_positions"))?;
     conn.execute_batch(statements::CREATE_COUNTERS)
         .map_err(err("startup: create streamid_sequences"))?;
+    conn.execute_batch(statements::CREATE_RELIABILITY)
+        .map_err(err("startup: create stream_gaps and stream_events"))?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err("startup: begin"))?;

@@ -32,6 +32,31 @@ pub(crate) const ADVANCE_COUNTER: &str = "UPDATE streamid_sequences SET last_val
 /// Raises the counter to at least `?2`, never lowers it (the repair of spec §4.3).
 pub(crate) const RAISE_COUNTER: &str = "UPDATE streamid_sequences SET last_value = MAX(last_value, ?2) WHERE name = ?1 RETURNING last_value";
 
+/// The gap ledger and the event log (issue 5), as on PostgreSQL.
+pub(crate) const CREATE_RELIABILITY: &str = "\
+    CREATE TABLE IF NOT EXISTS stream_gaps (\
+        stream_name TEXT NOT NULL, \
+        instance_name TEXT NOT NULL, \
+        cause TEXT NOT NULL, \
+        gaps INTEGER NOT NULL, \
+        PRIMARY KEY (stream_name, instance_name, cause)\
+    ); \
+    CREATE TABLE IF NOT EXISTS stream_events (\
+        at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
+        stream_name TEXT NOT NULL, \
+        instance_name TEXT NOT NULL, \
+        event TEXT NOT NULL, \
+        epoch INTEGER, \
+        position INTEGER, \
+        by_instance TEXT\
+    );";
+pub(crate) const RECORD_EVENT: &str = "\
+    INSERT INTO stream_events (stream_name, instance_name, event, position, by_instance) \
+    VALUES (?1, ?2, ?3, ?4, ?5)";
+pub(crate) const ADD_GAPS: &str = "\
+    INSERT INTO stream_gaps (stream_name, instance_name, cause, gaps) VALUES (?1, ?2, ?3, ?4) \
+    ON CONFLICT (stream_name, instance_name, cause) DO UPDATE SET gaps = stream_gaps.gaps + excluded.gaps";
+
 /// Instance ids for token strings (spec §11.4); SQLite assigns the integer key.
 pub(crate) const CREATE_INSTANCE_MAP: &str = "\
     CREATE TABLE IF NOT EXISTS instance_map (\

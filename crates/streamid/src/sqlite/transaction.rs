@@ -18,6 +18,7 @@ use rusqlite::Connection;
 
 use super::{SqliteBackend, blocking};
 use crate::Error;
+use crate::gaps::GapCause;
 use crate::state::{Outcome, StreamState};
 
 /// A SQLite transaction that allocates stream IDs — the embedded counterpart of
@@ -77,7 +78,8 @@ impl Drop for Ids {
     fn drop(&mut self) {
         let ids = std::mem::take(&mut self.ids);
         if !ids.is_empty() {
-            self.state.finish(&ids, Outcome::Failure);
+            self.state
+                .finish(&ids, Outcome::Failure(GapCause::Abandoned));
         }
     }
 }
@@ -241,7 +243,7 @@ impl SqliteTransaction {
                     // so the rows can never commit, before declaring the IDs gaps.
                     let _ = conn.execute_batch("ROLLBACK");
                     drop(conn);
-                    ids.finish(Outcome::Failure);
+                    ids.finish(Outcome::Failure(GapCause::CommitFailed));
                     Err(pool.error("commit", e))
                 }
             }
@@ -259,30 +261,41 @@ impl SqliteTransaction {
     ///
     /// Cancel safe.
     pub async fn rollback(mut self) -> Result<(), Error> {
+        let state = Arc::clone(&self.ids.state);
+        let ids = std::mem::replace(
+            &mut self.ids,
+            Ids {
+                state,
+                ids: Vec::new(),
+            },
+        );
         let Ok(conn) = self.take_conn() else {
-            return Ok(()); // the connection was lost, which rolled the transaction back
+            // The connection was lost, which rolled the transaction back.
+            ids.finish(Outcome::Failure(GapCause::RolledBack));
+            return Ok(());
         };
         let began = self.began;
         let pool = Arc::clone(&self.backend.pool);
-        // Finish after ROLLBACK returns: until then, nothing could commit anyway, and this way
-        // the rows are gone before positions move.
-        let result = blocking(move || {
-            if !began {
-                pool.put(conn);
-                return Ok(());
-            }
-            let result = conn.execute_batch("ROLLBACK");
-            match result {
+        // Finish after ROLLBACK returns: until then nothing could commit anyway, and this
+        // way the rows are gone before positions move.
+        blocking(move || {
+            let result = if began {
+                conn.execute_batch("ROLLBACK")
+            } else {
+                Ok(())
+            };
+            // On failure the connection is closed (dropped), which rolls back.
+            let result = match result {
                 Ok(()) => {
                     pool.put(conn);
                     Ok(())
                 }
                 Err(e) => Err(pool.error("rollback", e)),
-            }
+            };
+            ids.finish(Outcome::Failure(GapCause::RolledBack));
+            result
         })
-        .await;
-        drop(self); // finishes the IDs as gaps
-        result
+        .await
     }
 
     fn take_conn(&mut self) -> Result<Connection, Error> {
