@@ -84,6 +84,17 @@ impl Drop for Ids {
     }
 }
 
+/// A rolled-back transaction's IDs, finished as gaps (cause: rolled back) when dropped.
+struct RolledBack(Option<Ids>);
+
+impl Drop for RolledBack {
+    fn drop(&mut self) {
+        if let Some(ids) = self.0.take() {
+            ids.finish(Outcome::Failure(GapCause::RolledBack));
+        }
+    }
+}
+
 impl SqliteTransaction {
     pub(crate) async fn begin(
         backend: SqliteBackend,
@@ -269,15 +280,15 @@ impl SqliteTransaction {
                 ids: Vec::new(),
             },
         );
+        // Finish after ROLLBACK returns (the rows are gone before positions move), or at
+        // once if this future is dropped first: a transaction that never sent COMMIT cannot
+        // commit, so its IDs must not wait for the blocking ROLLBACK (spec §7.2).
+        let _finish = RolledBack(Some(ids));
         let Ok(conn) = self.take_conn() else {
-            // The connection was lost, which rolled the transaction back.
-            ids.finish(Outcome::Failure(GapCause::RolledBack));
-            return Ok(());
+            return Ok(()); // the connection was lost, which rolled the transaction back
         };
         let began = self.began;
         let pool = Arc::clone(&self.backend.pool);
-        // Finish after ROLLBACK returns: until then nothing could commit anyway, and this
-        // way the rows are gone before positions move.
         blocking(move || {
             let result = if began {
                 conn.execute_batch("ROLLBACK")
@@ -285,15 +296,13 @@ impl SqliteTransaction {
                 Ok(())
             };
             // On failure the connection is closed (dropped), which rolls back.
-            let result = match result {
+            match result {
                 Ok(()) => {
                     pool.put(conn);
                     Ok(())
                 }
                 Err(e) => Err(pool.error("rollback", e)),
-            };
-            ids.finish(Outcome::Failure(GapCause::RolledBack));
-            result
+            }
         })
         .await
     }

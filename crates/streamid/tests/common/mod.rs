@@ -1,5 +1,6 @@
 //! Shared set-up for the PostgreSQL tests: a fresh database per test (private cluster from
-//! the testkit, or `DATABASE_URL`), a backing table, a sequence and config helpers.
+//! the testkit, or `DATABASE_URL`), a backing table, a sequence and config helpers. The
+//! behaviour suite's harness (`suite/harness.rs`) builds its PostgreSQL side on [`Env`].
 // Test support: each binary uses a different subset, and failing fast with `expect` is the
 // point of a harness.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]

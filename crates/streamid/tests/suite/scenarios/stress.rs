@@ -1,12 +1,10 @@
-//! Concurrent stress against a real PostgreSQL: random completion order, rollbacks and
-//! replication, with the invariants checked after every step and exact final states
-//! (spec §1.2, §3.2, §6, §8).
+//! Concurrent stress: random completion order, rollbacks and replication, with the
+//! invariants checked after every step and exact final states (spec §1.2, §3.2, §6, §8).
+//! Sizes depend on the backend: on SQLite every counter step is a write transaction of its
+//! own, committed (and synced) through the one write lock (spec §4.6), so the autocommit
+//! stress runs fewer IDs there, to stay quick on slow disks.
 //!
 //! Seeds are printed; rerun one with `STREAMID_STRESS_SEED=<seed>`.
-// A test binary: panicking on an unexpected error is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -15,11 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use common::error_log::{self, assert_no_streamid_errors};
-use common::{Env, eventually};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use streamid::{Allocation, MultiWriterIdGenerator};
+use streamid::Allocation;
+
+use crate::common::error_log::{self, assert_no_streamid_errors};
+use crate::common::eventually;
+use crate::harness::{Conn, Gen, Harness};
 
 fn seed() -> u64 {
     let seed = std::env::var("STREAMID_STRESS_SEED")
@@ -53,22 +53,16 @@ impl Seen {
     /// smallest value `outstanding` (none of them committed). `max_unfinished` bounds the
     /// generator's unfinished IDs over all tasks: a leak fails at once instead of slowly
     /// making every later check O(leaked).
-    fn check(
-        &mut self,
-        g: &MultiWriterIdGenerator,
-        outstanding: Option<i64>,
-        max_unfinished: usize,
-    ) {
+    fn check(&mut self, g: &Gen, outstanding: Option<i64>, max_unfinished: usize) {
         let unfinished = g.unfinished_ids();
         assert!(
             unfinished <= max_unfinished,
             "{unfinished} unfinished IDs, at most {max_unfinished} outstanding"
         );
         g.check_invariants().unwrap();
-        let own_name = g.instance_name();
         let persisted = g.current_token();
         let own = g.minimal_local_current_token();
-        let announced = g.current_token_for_writer(own_name);
+        let announced = g.current_token_for_writer(g.instance_name());
         assert!(
             persisted >= self.persisted,
             "P went back: {} -> {persisted}",
@@ -104,22 +98,25 @@ impl Seen {
     }
 }
 
-const TASKS: u64 = 8;
-const IDS_PER_TASK: usize = 10_000;
 /// Outstanding allocations per task.
 const WINDOW: usize = 16;
 
-/// One task: allocates `IDS_PER_TASK` IDs in autocommit, keeping up to `WINDOW`
-/// outstanding, and completes (95 %) or drops (5 %) a random outstanding one.
-async fn allocate_and_finish(g: MultiWriterIdGenerator, seed: u64) -> (usize, usize) {
+/// One task: allocates `ids` IDs in autocommit, keeping up to `WINDOW` outstanding, and
+/// completes (95 %) or drops (5 %) a random outstanding one.
+async fn allocate_and_finish(
+    g: Gen,
+    seed: u64,
+    ids: usize,
+    max_unfinished: usize,
+) -> (usize, usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut window: Vec<Allocation> = Vec::with_capacity(WINDOW);
     let mut outstanding: BTreeSet<i64> = BTreeSet::new();
     let mut seen = Seen::default();
     let (mut allocated, mut dropped) = (0, 0);
     let mut last_id = 0;
-    while allocated < IDS_PER_TASK || !window.is_empty() {
-        let room = allocated < IDS_PER_TASK && window.len() < WINDOW;
+    while allocated < ids || !window.is_empty() {
+        let room = allocated < ids && window.len() < WINDOW;
         if room && (window.is_empty() || rng.random_bool(0.6)) {
             let alloc = g.next_id().await.unwrap();
             let id = alloc.id();
@@ -141,7 +138,7 @@ async fn allocate_and_finish(g: MultiWriterIdGenerator, seed: u64) -> (usize, us
                 complete_now(alloc);
             }
         }
-        seen.check(&g, outstanding.first().copied(), TASKS as usize * WINDOW);
+        seen.check(&g, outstanding.first().copied(), max_unfinished);
     }
     (allocated, dropped)
 }
@@ -149,23 +146,34 @@ async fn allocate_and_finish(g: MultiWriterIdGenerator, seed: u64) -> (usize, us
 // why: spec §3.2 (I1–I6, checked after every step by `check_invariants` and the
 // monotonicity/coverage asserts), §6.1 (random completion order, upstream #8257), §6.7
 // (many IDs in flight, upstream #9190/#10755) and §8 (the row ends at the final announced
-// position): 8 tasks × 10 000 IDs on one generator, ~5 % given up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_tasks_ten_thousand_ids_random_completion() {
+// position): several tasks allocating on one generator, ~5 % given up — 8 × 10 000 IDs on
+// PostgreSQL, 4 × 5 000 on SQLite.
+pub async fn concurrent_tasks_random_completion(h: &Harness) {
+    let (tasks, ids_per_task) = match h {
+        Harness::Pg(_) => (8_u64, 10_000),
+        Harness::Sqlite(_) => (4_u64, 5_000),
+    };
     error_log::install();
-    let env = Env::new().await;
-    let generator = env.start("w", &["w"]).await;
+    let generator = h.start("w", &["w"]).await;
     let seed = seed();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| tokio::spawn(allocate_and_finish(generator.clone(), seed.wrapping_add(t))))
+    let max_unfinished = tasks as usize * WINDOW;
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            tokio::spawn(allocate_and_finish(
+                generator.clone(),
+                seed.wrapping_add(t),
+                ids_per_task,
+                max_unfinished,
+            ))
+        })
         .collect();
     let (mut allocated, mut dropped) = (0, 0);
-    for task in tasks {
-        let (a, d) = task.await.unwrap();
+    for handle in handles {
+        let (a, d) = handle.await.unwrap();
         allocated += a;
         dropped += d;
     }
-    assert_eq!(allocated, TASKS as usize * IDS_PER_TASK);
+    assert_eq!(allocated, tasks as usize * ids_per_task);
     assert!(dropped > 0, "no rollbacks exercised");
 
     let head = generator.max_allocated_token().await.unwrap();
@@ -181,12 +189,12 @@ async fn eight_tasks_ten_thousand_ids_random_completion() {
     assert_eq!(generator.current_token_for_writer("w"), head);
     generator.check_invariants().unwrap();
     eventually("the row reaches the final announced position", async || {
-        env.recorded().await.get("w") == Some(&head)
+        h.recorded().await.get("w") == Some(&head)
     })
     .await;
     generator.shutdown().await;
     assert_eq!(
-        env.recorded().await.get("w"),
+        h.recorded().await.get("w"),
         Some(&head),
         "exact, never ahead"
     );
@@ -194,7 +202,7 @@ async fn eight_tasks_ten_thousand_ids_random_completion() {
 }
 
 /// Relays each generator's announced position to the other until `stop` (spec §12.3).
-async fn relay(gens: [MultiWriterIdGenerator; 2], stop: Arc<AtomicBool>) {
+async fn relay(gens: [Gen; 2], stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
         for (from, to) in [(0, 1), (1, 0)] {
             let name = gens[from].instance_name();
@@ -205,29 +213,23 @@ async fn relay(gens: [MultiWriterIdGenerator; 2], stop: Arc<AtomicBool>) {
 }
 
 /// Reads rows the way spec §1.2 promises readers may: take `P`, then read `id <= P`.
-/// Fails if a row at or below a `P` already read appears later. Returns the rows seen at
-/// the last `P`.
-async fn reader(
-    pool: deadpool_postgres::Pool,
-    g: MultiWriterIdGenerator,
-    stop: Arc<AtomicBool>,
-) -> (i64, i64) {
-    let client = pool.get().await.unwrap();
+/// Fails if a row at or below a `P` already read appears later. Returns `P` and the rows
+/// seen at the last read.
+async fn reader(h: &Harness, g: &Gen, stop: &AtomicBool) -> (i64, i64) {
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM events WHERE stream_ordering <= {}), \
+                (SELECT count(*) FROM events WHERE stream_ordering <= {})",
+        h.p(1),
+        h.p(2)
+    );
     let (mut last_p, mut last_count) = (0i64, 0i64);
     let mut reads = 0;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let p = g.current_token();
         assert!(p >= last_p);
-        let row = client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE stream_ordering <= $1), \
-                        count(*) FILTER (WHERE stream_ordering <= $2) FROM events",
-                &[&last_p, &p],
-            )
-            .await
-            .unwrap();
-        let (again, now): (i64, i64) = (row.get(0), row.get(1));
+        let row = h.query_row(&sql, &[last_p.into(), p.into()]).await;
+        let (again, now) = (row[0], row[1]);
         assert_eq!(
             again,
             last_count,
@@ -244,18 +246,15 @@ async fn reader(
     }
 }
 
-const TX_TASKS_PER_WRITER: u64 = 3;
-const TXS_PER_TASK: usize = 300;
-/// Unfinished IDs one generator can have: each task holds one transaction of ≤ 3 IDs.
-const MAX_TX_UNFINISHED: usize = TX_TASKS_PER_WRITER as usize * 3;
-
 /// One writer task: transactions of 1–3 IDs with a row each; ~5 % rolled back (dropped).
 /// Checks both generators while the transaction is open: neither covers its IDs.
 async fn write_transactions(
-    pool: deadpool_postgres::Pool,
-    gens: [MultiWriterIdGenerator; 2],
+    mut conn: Conn,
+    gens: [Gen; 2],
     me: usize,
     seed: u64,
+    txs: usize,
+    max_unfinished: usize,
     committed: Arc<AtomicUsize>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -263,9 +262,8 @@ async fn write_transactions(
     let other = &gens[1 - me];
     let name = g.instance_name().to_owned();
     let mut seen = Seen::default();
-    let mut client = pool.get().await.unwrap();
-    for _ in 0..TXS_PER_TASK {
-        let mut tx = g.transaction(&mut client).await.unwrap();
+    for _ in 0..txs {
+        let mut tx = conn.begin(g).await.unwrap();
         let n = rng.random_range(1..=3);
         let ids = if n == 1 {
             vec![tx.next_id().await.unwrap()]
@@ -273,15 +271,10 @@ async fn write_transactions(
             tx.next_ids(n).await.unwrap()
         };
         for &id in &ids {
-            tx.execute(
-                "INSERT INTO events (stream_ordering, instance_name) VALUES ($1, $2)",
-                &[&id, &name],
-            )
-            .await
-            .unwrap();
+            tx.insert(id, &name, "stress").await;
         }
         let low = ids[0];
-        seen.check(g, Some(low), MAX_TX_UNFINISHED);
+        seen.check(g, Some(low), max_unfinished);
         assert!(
             other.current_token() < low,
             "the other writer's P covers {low}"
@@ -293,61 +286,65 @@ async fn write_transactions(
             tx.commit().await.unwrap();
             committed.fetch_add(ids.len(), Ordering::AcqRel);
         }
-        seen.check(g, None, MAX_TX_UNFINISHED);
+        seen.check(g, None, max_unfinished);
     }
 }
 
 // why: spec §1.2 (safety for readers, liveness), §6.4 and §12.3: two writers replicating
 // through `advance`, transactions committing in random order with ~5 % rollbacks; readers
 // that read `id <= P` never see a row appear below a `P` they already used, and both
-// processes converge on the sequence head.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_writers_replicating_readers_never_miss_a_row() {
+// processes converge on the head: 2 writers × 3 tasks × 300 transactions.
+pub async fn two_writers_replicating_readers_never_miss_a_row(h: &Harness) {
+    const TASKS_PER_WRITER: usize = 3;
+    const TXS_PER_TASK: usize = 300;
+    // Each task holds one transaction of at most 3 IDs.
+    let max_unfinished = TASKS_PER_WRITER * 3;
     error_log::install();
-    let env = Env::new().await;
     let writers = ["a", "b"];
-    let a = env.start("a", &writers).await;
-    let b = env.start("b", &writers).await;
+    let a = h.start("a", &writers).await;
+    let b = h.start("b", &writers).await;
     let gens = [a.clone(), b.clone()];
     let seed = seed();
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicUsize::new(0));
 
     let relay_task = tokio::spawn(relay(gens.clone(), Arc::clone(&stop)));
-    let readers: Vec<_> = gens
-        .iter()
-        .map(|g| tokio::spawn(reader(env.pool.clone(), g.clone(), Arc::clone(&stop))))
-        .collect();
-    let mut writers_tasks = Vec::new();
+    let mut writer_tasks = Vec::new();
     for me in 0..2 {
-        for t in 0..TX_TASKS_PER_WRITER {
-            writers_tasks.push(tokio::spawn(write_transactions(
-                env.pool.clone(),
+        for t in 0..TASKS_PER_WRITER {
+            writer_tasks.push(tokio::spawn(write_transactions(
+                h.conn().await,
                 gens.clone(),
                 me,
-                seed.wrapping_add(me as u64 * 100 + t),
+                seed.wrapping_add(me as u64 * 100 + t as u64),
+                TXS_PER_TASK,
+                max_unfinished,
                 Arc::clone(&committed),
             )));
         }
     }
-    for task in writers_tasks {
-        task.await.unwrap();
-    }
-    let head = a.max_allocated_token().await.unwrap();
-    eventually("both processes converge on the sequence head", async || {
-        gens.iter().all(|g| {
-            g.current_token() == head
-                && writers
-                    .iter()
-                    .all(|w| g.current_token_for_writer(w) == head)
+    let readers = futures_util::future::join_all(gens.iter().map(|g| reader(h, g, &stop)));
+    let work = async {
+        for task in writer_tasks {
+            task.await.unwrap();
+        }
+        let head = a.max_allocated_token().await.unwrap();
+        eventually("both processes converge on the head", async || {
+            gens.iter().all(|g| {
+                g.current_token() == head
+                    && writers
+                        .iter()
+                        .all(|w| g.current_token_for_writer(w) == head)
+            })
         })
-    })
-    .await;
-    stop.store(true, Ordering::Release);
+        .await;
+        stop.store(true, Ordering::Release);
+        head
+    };
+    let (head, results) = tokio::join!(work, readers);
     relay_task.await.unwrap();
     let committed = committed.load(Ordering::Acquire) as i64;
-    for r in readers {
-        let (p, count) = r.await.unwrap();
+    for (p, count) in results {
         assert_eq!(p, head);
         assert_eq!(count, committed, "every committed row is at or below P");
     }
@@ -359,7 +356,7 @@ async fn two_writers_replicating_readers_never_miss_a_row() {
     eventually(
         "both rows reach the final announced positions",
         async || {
-            let rows = env.recorded().await;
+            let rows = h.recorded().await;
             rows.get("a") == Some(&head) && rows.get("b") == Some(&head)
         },
     )
