@@ -9,9 +9,15 @@
 //!
 //! It must never do I/O, read a clock or panic on any input: the async layer calls it from
 //! `Drop` implementations, where a panic would abort.
+//!
+//! The local IDs (the spec's `unfinished` and `blocked`) live in [`local::LocalIds`].
+
+mod local;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use local::LocalIds;
 
 /// One process's position state for one stream.
 ///
@@ -45,20 +51,19 @@ pub struct Tracker {
     /// `min(others)`, cached because `update_persisted` needs it on every completion and
     /// only `advance` changes `others`.
     min_others: Option<i64>,
-    /// Local IDs allocated and not yet finished.
-    unfinished: BTreeSet<i64>,
     /// One marker per fetch in flight (a multiset: marker -> count). Each marker is the
     /// value of `max_seen` when the fetch began; every ID the fetch returns is `> marker`.
     in_flight: BTreeMap<i64, u32>,
-    /// Every registered local ID above the own position: the unfinished ones and the
-    /// finished ones not yet below every unfinished or possibly-in-flight ID. The spec's
-    /// `blocked` is `local \ unfinished` (`unfinished ⊆ local`); empty whenever idle.
+    /// Every registered local ID above the own position: the spec's `unfinished` ones and
+    /// the finished ones not yet below every unfinished or possibly-in-flight ID (the spec's
+    /// `blocked`, which is `local` minus `unfinished`). Empty whenever idle.
     ///
-    /// Kept instead of `blocked` for speed (2026-11-27, `benches/tracker.rs`): `register`
-    /// appends (new IDs exceed every marker), a release pops a prefix, and `finish` does not
-    /// touch it. With 100k IDs completing in random order `blocked` held ~N·ln N ≈ 1.2M IDs
-    /// and each completion inserted one at a random place in it.
-    local: BTreeSet<i64>,
+    /// Kept instead of `blocked` for speed (`benches/tracker.rs`, `BENCHMARKS.md`):
+    /// `register` appends to a sorted array (new IDs exceed every marker), a release pops a
+    /// prefix, and `finish` sets the ID's bit and moves a cursor to the smallest unfinished
+    /// ID. With 100k IDs completing in random order `blocked` holds ~N·ln N ≈ 1.2M IDs, and
+    /// ordered sets missed the cache on each of their levels.
+    local: LocalIds,
     /// The persisted-up-to position: every ID `<= persisted` is decided.
     persisted: i64,
     /// Decided values above `persisted` (a min-heap); lets `persisted` walk over runs with
@@ -212,9 +217,8 @@ impl Tracker {
             own_position: None,
             others: BTreeMap::new(),
             min_others: None,
-            unfinished: BTreeSet::new(),
             in_flight: BTreeMap::new(),
-            local: BTreeSet::new(),
+            local: LocalIds::default(),
             persisted: 1,
             known_finished: BinaryHeap::new(),
             max_seen: 1,
@@ -271,7 +275,7 @@ impl Tracker {
 
     /// Whether this process has neither unfinished IDs nor fetches in flight.
     pub fn is_idle(&self) -> bool {
-        self.unfinished.is_empty() && self.in_flight.is_empty()
+        self.local.unfinished_len() == 0 && self.in_flight.is_empty()
     }
 
     /// The configured writers (empty: anyone may write).
@@ -286,12 +290,12 @@ impl Tracker {
 
     /// Number of local IDs allocated and not finished.
     pub fn unfinished_count(&self) -> usize {
-        self.unfinished.len()
+        self.local.unfinished_len()
     }
 
     /// The smallest local unfinished ID.
     pub fn min_unfinished(&self) -> Option<i64> {
-        self.unfinished.first().copied()
+        self.local.min_unfinished()
     }
 
     /// Number of fetches in flight.
@@ -302,7 +306,7 @@ impl Tracker {
     /// Number of local IDs finished but held back by a smaller unfinished ID.
     pub fn blocked_count(&self) -> usize {
         // `unfinished ⊆ local`.
-        self.local.len().saturating_sub(self.unfinished.len())
+        self.local.len().saturating_sub(self.local.unfinished_len())
     }
 
     // ----- local commands --------------------------------------------------------------
@@ -334,8 +338,7 @@ impl Tracker {
             return Err(err);
         }
         for &id in ids {
-            self.unfinished.insert(id);
-            self.local.insert(id);
+            self.local.register(id);
         }
         if let Some(&high) = ids.iter().max() {
             self.max_seen = self.max_seen.max(high);
@@ -367,7 +370,7 @@ impl Tracker {
         for &id in ids {
             // Step 1: leaving `unfinished` makes it blocked (it stays in `local`), which also
             // counts as step 4's push (see `known_finished`).
-            if !self.unfinished.remove(&id) {
+            if !self.local.finish(id) {
                 unknown_ids += 1;
             }
         }
@@ -421,11 +424,11 @@ impl Tracker {
         } else {
             self.bound()
         };
-        if self.local.first().is_none_or(|&low| low >= bound) {
+        // Everything in `local` below `bound` is finished, since `bound <= min(unfinished)`.
+        if self.local.first().is_none_or(|low| low >= bound) {
             return;
         }
-        // Everything in `local` below `bound` is finished, since `bound <= min(unfinished)`.
-        let Some(&new_cur) = self.local.range(..bound).next_back() else {
+        let Some(new_cur) = self.local.last_below(bound) else {
             return;
         };
         let cur = self.own_position.unwrap_or(0);
@@ -434,26 +437,21 @@ impl Tracker {
         if update_follows {
             self.raise_persisted();
         }
-        // Each ID leaves `local` once, so this loop is amortised O(log n) per ID.
-        while let Some(&id) = self.local.first()
-            && id < bound
-        {
-            self.local.pop_first();
+        // Each ID leaves `local` once, so this loop is amortised O(1) per ID.
+        while let Some(id) = self.local.pop_below(bound) {
             self.push_known(id);
         }
     }
 
     /// Whether `id` is blocked: a local ID finished but not released.
     fn is_blocked(&self, id: i64) -> bool {
-        self.local.first().is_some_and(|&low| low <= id)
-            && self.local.contains(&id)
-            && !self.unfinished.contains(&id)
+        self.local.is_blocked(id)
     }
 
     /// The smallest ID a local unfinished ID or a fetch in flight may hold:
     /// `min(min(unfinished), min(in_flight) + 1)`.
     fn bound(&self) -> i64 {
-        let unfinished = self.unfinished.first().copied().unwrap_or(i64::MAX);
+        let unfinished = self.local.min_unfinished().unwrap_or(i64::MAX);
         let in_flight = self
             .in_flight
             .first_key_value()
@@ -631,7 +629,7 @@ impl Tracker {
                     self.announced
                 ));
             }
-            if let Some(&u) = self.unfinished.first()
+            if let Some(u) = self.local.min_unfinished()
                 && own >= u
             {
                 return fail(format!("I5: own position {own} >= unfinished ID {u}"));
@@ -641,12 +639,12 @@ impl Tracker {
         // in correct runs (spec §3.2 I2, I3): a process that saw the row of a local ID that
         // committed but is not finished yet may announce it, and `P`, hence `announced`,
         // walks onto it. Simulations where "decided" means "finished" assert them globally.
-        if let (Some(own), Some(&low)) = (self.own_position, self.local.first())
+        if let (Some(own), Some(low)) = (self.own_position, self.local.first())
             && low <= own
         {
             return fail(format!("local ID {low} at or below own position {own}"));
         }
-        if let Some(&id) = self.local.last()
+        if let Some(id) = self.local.last()
             && id > self.max_seen
         {
             return fail(format!("local ID {id} above max_seen {}", self.max_seen));
@@ -665,10 +663,8 @@ impl Tracker {
                 self.persisted
             ));
         }
-        if let Some(u) = self.unfinished.iter().find(|u| !self.local.contains(u)) {
-            return fail(format!("unfinished ID {u} missing from local"));
-        }
-        if self.is_idle() && !self.local.is_empty() {
+        self.local.check()?;
+        if self.is_idle() && self.local.len() > 0 {
             return fail(format!("idle with {} blocked IDs", self.local.len()));
         }
         if self.min_others != self.others.values().copied().min() {
