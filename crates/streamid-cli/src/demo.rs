@@ -16,11 +16,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::output;
 use crate::plan::DemoPlan;
 use crate::reader::{self, Phase, ReaderKind, ReaderLog, ReaderProgress};
 use crate::relay::Relay;
 use crate::report::{Report, RunFacts, Verdict};
-use crate::store::{READER_INSTANCE, Store};
+use crate::store::{Layout, READER_INSTANCE, Store};
 use crate::view::{Snapshot, View, WriterLine};
 use crate::writer::{self, Budget, WriterSetup, WriterStats};
 
@@ -36,11 +37,7 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 /// Configuration errors (an unavailable backend), database and runtime errors, and a
 /// failure to write to stdout (a broken pipe is reported as such, for `main` to forgive).
 pub(crate) fn run(plan: DemoPlan) -> Result<Verdict> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the Tokio runtime")?;
-    runtime.block_on(run_async(plan))
+    output::block_on(run_async(plan))
 }
 
 /// The demo's moving parts once the database is ready.
@@ -85,8 +82,9 @@ impl Cast {
 }
 
 async fn run_async(plan: DemoPlan) -> Result<Verdict> {
-    let store = Arc::new(Store::open(&plan.store, plan.writers).await?);
-    store.create_schema().await?;
+    let store = Store::open(&plan.store, Layout::demo(), plan.writers, "streamid demo").await?;
+    let store = Arc::new(store);
+    store.reset_schema().await?;
     let names: Vec<String> = (1..=plan.writers).map(|i| format!("writer-{i}")).collect();
     let mut writers = Vec::with_capacity(names.len());
     for name in &names {
@@ -120,7 +118,7 @@ async fn run_async(plan: DemoPlan) -> Result<Verdict> {
 
     let mut view = View::new(plan.quiet, plan.json, &names);
     view.start(&header(&plan, &store))?;
-    let budget = Arc::new(Budget::new(&plan));
+    let budget = Arc::new(Budget::new(plan.bound));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for (i, (generator, stats)) in cast.writers.iter().zip(&cast.stats).enumerate() {
@@ -131,6 +129,8 @@ async fn run_async(plan: DemoPlan) -> Result<Verdict> {
             max_delay: plan.max_delay,
             rollback_rate: plan.rollback_rate,
             seed: plan.seed.wrapping_add(i as u64),
+            log: None,
+            keep_going: false,
         };
         tasks.spawn(writer::run(generator.clone(), setup));
     }
@@ -259,16 +259,5 @@ async fn join_reader(handle: JoinHandle<Result<ReaderLog>>) -> Result<ReaderLog>
 }
 
 fn print_report(report: &Report, json: bool) -> Result<()> {
-    use std::io::Write as _;
-    let text = if json {
-        let mut s = serde_json::to_string(report).context("encoding the report")?;
-        s.push('\n');
-        s
-    } else {
-        report.to_text()
-    };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
-    Ok(())
+    output::print_result(report, json, || report.to_text())
 }

@@ -3,9 +3,9 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | verdict OK; `--help`/`--version`; stdout closed early (broken pipe) |
-//! | 1 | verdict FAILED |
-//! | 2 | usage or configuration error ([`clap::Error`], [`ConfigError`]) |
+//! | 0 | verdict OK (demo: the reader was exact; verify: no violation; other subcommands: done); `--help`/`--version`; stdout closed early (broken pipe) |
+//! | 1 | verdict FAILED (demo: the reader missed a row; verify: violations) |
+//! | 2 | usage or configuration error ([`clap::Error`], [`ConfigError`], the library's `InvalidConfig`) |
 //! | 3 | database or runtime error (everything else) |
 //!
 //! Errors are classified by looking through the whole `anyhow` chain, so code elsewhere
@@ -48,7 +48,15 @@ pub(crate) fn finish(outcome: anyhow::Result<Verdict>) -> ExitCode {
 fn code_for(err: &anyhow::Error) -> Option<u8> {
     if is_broken_pipe(err) {
         None
-    } else if err.chain().any(|e| e.is::<ConfigError>()) {
+    } else if err.chain().any(|e| {
+        e.is::<ConfigError>()
+            || matches!(
+                e.downcast_ref::<streamid::Error>(),
+                Some(streamid::Error::InvalidConfig { .. })
+            )
+    }) {
+        // The library validates names again at startup: what it rejects is the user's
+        // configuration, whoever found it.
         Some(USAGE)
     } else {
         Some(RUNTIME)
@@ -73,15 +81,26 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         ));
         return ExitCode::from(USAGE);
     }
-    let rendered = err.to_string();
-    let first = rendered
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("invalid command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    print_error(&format!("{first} (see --help)"));
+    print_error(&format!("{} (see --help)", clap_message(&err.to_string())));
     ExitCode::from(USAGE)
+}
+
+/// clap's message on one line: its first line, plus the lines it introduces with a colon
+/// (the missing arguments), without the usage and the "try --help" footer.
+fn clap_message(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if message.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .collect();
+        if !listed.is_empty() {
+            message.push(' ');
+            message.push_str(&listed.join(", "));
+        }
+    }
+    message
 }
 
 fn print_error(message: &str) {
@@ -154,6 +173,29 @@ mod tests {
         assert_eq!(code_for(&err), Some(USAGE));
         let err = anyhow::anyhow!("the database went away");
         assert_eq!(code_for(&err), Some(RUNTIME));
+        let err = anyhow::Error::new(streamid::Error::InvalidConfig {
+            field: "writers",
+            value: String::new(),
+            rule: "must not be empty".into(),
+        })
+        .context("starting the generator of a");
+        assert_eq!(code_for(&err), Some(USAGE));
+    }
+
+    #[test]
+    fn clap_messages_keep_the_missing_arguments() {
+        let rendered = "error: the following required arguments were not provided:\n  \
+            --observations <FILE>...\n  --stream <NAME>\n\nUsage: streamid verify \
+            --observations <FILE>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_message(rendered),
+            "the following required arguments were not provided: --observations <FILE>..., \
+             --stream <NAME>"
+        );
+        assert_eq!(
+            clap_message("error: unexpected argument '--x' found\n\nUsage: streamid\n"),
+            "unexpected argument '--x' found"
+        );
     }
 
     #[test]

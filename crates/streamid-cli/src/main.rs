@@ -2,18 +2,24 @@
 //!
 //! `main` is the whole control flow: parse the raw arguments ([`cli`]), validate them into
 //! a plan ([`plan`]), run it, and map the outcome to an exit code in one place ([`exit`]).
-//! Exit codes: 0 verdict OK, 1 verdict FAILED, 2 usage or configuration error, 3 database
-//! or runtime error; a broken pipe on stdout counts as success.
+//! Exit codes: 0 success (demo verdict OK, verify clean), 1 demo verdict FAILED or verify
+//! found violations, 2 usage or configuration error, 3 database or runtime error; a broken
+//! pipe on stdout counts as success. Subcommands: `demo`, `verify`, `gaps`, and the hidden
+//! `worker write|read` (see `cli/worker.rs`).
 
 mod cli;
 mod demo;
 mod exit;
+mod gaps;
+mod output;
 mod plan;
 mod reader;
 mod relay;
 mod report;
 mod store;
+mod verify;
 mod view;
+mod worker;
 mod writer;
 
 use std::process::ExitCode;
@@ -25,13 +31,36 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<report::Verdict> {
+    use cli::{Command, WorkerCommand};
     let cli = cli::parse(std::env::args_os())?;
     match cli.command {
-        cli::Command::Demo(args) => {
+        Command::Demo(args) => {
             let plan = plan::DemoPlan::from_args(&args, rand::random())?;
             init_logging();
             demo::run(plan)
         }
+        Command::Verify(args) => {
+            let plan = plan::VerifyPlan::from_args(&args)?;
+            init_logging();
+            output::block_on(verify::run(plan))
+        }
+        Command::Gaps(args) => {
+            let plan = plan::GapsPlan::from_args(&args)?;
+            init_logging();
+            output::block_on(gaps::run(plan))
+        }
+        Command::Worker(worker) => match worker.command {
+            WorkerCommand::Write(args) => {
+                let plan = plan::WritePlan::from_args(&args, rand::random())?;
+                init_logging();
+                output::block_on(worker::write(plan))
+            }
+            WorkerCommand::Read(args) => {
+                let plan = plan::ReadPlan::from_args(&args)?;
+                init_logging();
+                output::block_on(worker::read(plan))
+            }
+        },
     }
 }
 

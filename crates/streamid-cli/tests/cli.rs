@@ -234,6 +234,10 @@ fn every_subcommand_has_help_with_exit_codes() {
         &["--help"][..],
         &["demo", "--help"][..],
         &["help", "demo"][..],
+        &["verify", "--help"][..],
+        &["gaps", "--help"][..],
+        &["worker", "write", "--help"][..],
+        &["worker", "read", "--help"][..],
     ] {
         streamid()
             .args(args)
@@ -247,4 +251,10 @@ fn every_subcommand_has_help_with_exit_codes() {
         .assert()
         .stdout(predicate::str::contains("DATABASE_URL"))
         .stdout(predicate::str::contains("--rollback-rate"));
+    // The workers are for tests: documented under their own --help, hidden from the list.
+    streamid()
+        .arg("--help")
+        .assert()
+        .stdout(predicate::str::contains("verify"))
+        .stdout(predicate::str::contains("worker").not());
 }

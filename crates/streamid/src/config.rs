@@ -173,6 +173,28 @@ impl StreamConfig {
         self
     }
 
+    /// Checks the configuration without any I/O: the rules every constructor checks first
+    /// (names, the writer list, the tables, retry attempts), except the sequence, which only
+    /// [`MultiWriterIdGenerator::postgres`](crate::MultiWriterIdGenerator::postgres)
+    /// requires. Use it to reject bad input early, e.g. a command line or a config file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the field and the rule it breaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use streamid::StreamConfig;
+    ///
+    /// let config = StreamConfig::new("events", "w1").table("events", "instance_name", "id");
+    /// assert!(config.check().is_ok());
+    /// assert!(config.writers(["w1", "w1"]).check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), Error> {
+        self.validate(false).map(drop)
+    }
+
     /// Checks every rule of spec §2.3; `needs_sequence` is false for the embedded backend.
     pub(crate) fn validate(&self, needs_sequence: bool) -> Result<ValidConfig, Error> {
         let invalid = |field: &'static str, value: &str, rule: &str| Error::InvalidConfig {
@@ -200,13 +222,7 @@ impl StreamConfig {
         let tables = self
             .tables
             .iter()
-            .map(|(t, i, c)| {
-                Ok(TableSpec {
-                    table: QualifiedName::parse("table", t)?,
-                    instance_column: Ident::parse("instance_column", i)?,
-                    id_column: Ident::parse("id_column", c)?,
-                })
-            })
+            .map(|(t, i, c)| TableSpec::parse(t, i, c))
             .collect::<Result<Vec<_>, Error>>()?;
         let sequence = match (&self.sequence, needs_sequence) {
             (Some(s), _) => Some(QualifiedName::parse("sequence", s)?),
@@ -259,11 +275,36 @@ fn check_name(field: &'static str, value: &str) -> Result<(), Error> {
 }
 
 /// One validated backing table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableSpec {
     pub(crate) table: QualifiedName,
     pub(crate) instance_column: Ident,
     pub(crate) id_column: Ident,
+}
+
+impl TableSpec {
+    /// The columns as "missing object" errors name them: `inst or id of table t`.
+    pub(crate) fn columns(&self) -> String {
+        format!(
+            "{} or {} of table {}",
+            self.instance_column.as_str(),
+            self.id_column.as_str(),
+            self.table.plain()
+        )
+    }
+
+    /// Validates the names of [`StreamConfig::table`]'s three arguments.
+    pub(crate) fn parse(
+        table: &str,
+        instance_column: &str,
+        id_column: &str,
+    ) -> Result<TableSpec, Error> {
+        Ok(TableSpec {
+            table: QualifiedName::parse("table", table)?,
+            instance_column: Ident::parse("instance_column", instance_column)?,
+            id_column: Ident::parse("id_column", id_column)?,
+        })
+    }
 }
 
 /// A configuration that passed [`StreamConfig::validate`].

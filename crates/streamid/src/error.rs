@@ -197,6 +197,16 @@ pub enum Error {
     #[error(transparent)]
     InvalidToken(#[from] streamid_core::TokenError),
 
+    /// A line of an observation log (JSON Lines, see [`Observation`](crate::Observation))
+    /// is not an observation.
+    #[error("observation log line {line}: {problem}")]
+    InvalidObservation {
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// A SQLite error, with the file and what to do about it.
     #[error("{operation} on SQLite database {path}: {source}{}", hint_suffix(.hint))]
     Sqlite {

@@ -509,13 +509,18 @@ impl MultiWriterIdGenerator {
     }
 
     /// Writes the newest announced position to `stream_positions` once more (bounded to
-    /// 5 s) and stops the position writer. Allocation keeps working; positions are then
+    /// 5 s) and stops the position writer, and writes the gap ledger's last increments to
+    /// `stream_gaps` (bounded likewise). Allocation keeps working; positions are then
     /// recorded only at the next startup.
     pub async fn shutdown(&self) {
         if let Some(writer) = &self.state.writer
             && !writer.shutdown(SHUTDOWN_FLUSH).await
         {
             tracing::warn!(stream = %self.state.config.stream, "the final position write timed out");
+        }
+        let gaps = crate::housekeeping::flush_gaps(&self.state, &self.backend);
+        if tokio::time::timeout(SHUTDOWN_FLUSH, gaps).await.is_err() {
+            tracing::warn!(stream = %self.state.config.stream, "the final gap-ledger write timed out");
         }
     }
 

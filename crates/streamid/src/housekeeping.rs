@@ -117,7 +117,9 @@ async fn keep_lease(state: &StreamState, backend: &Backend, lease: &mut Option<W
 }
 
 /// Writes gap-ledger increments to `stream_gaps`; keeps them for the next tick on failure.
-async fn flush_gaps(state: &StreamState, backend: &Backend) {
+/// Also run by [`shutdown`](crate::MultiWriterIdGenerator::shutdown); increments are taken
+/// under the ledger's lock, so concurrent flushes never write one twice.
+pub(crate) async fn flush_gaps(state: &StreamState, backend: &Backend) {
     let increments = state.gaps.take_unflushed();
     if increments.is_empty() {
         return;

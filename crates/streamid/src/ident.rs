@@ -97,6 +97,11 @@ impl QualifiedName {
         }
     }
 
+    /// The name without its schema, unquoted.
+    pub(crate) fn unqualified(&self) -> &str {
+        self.name.as_str()
+    }
+
     /// A single-quoted literal of the quoted name, for `nextval('…')`, `setval('…')` and
     /// `'…'::regclass`.
     pub(crate) fn regclass_literal(&self) -> String {

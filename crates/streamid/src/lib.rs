@@ -57,6 +57,13 @@
 //! # }
 //! ```
 //!
+//! # Auditing a stream
+//!
+//! [`Audit`] checks a stream independently of the tracker: it reads the tables directly and
+//! compares them with what readers recorded ([`Observation`]s, JSON Lines), reporting rows
+//! that appeared below a position a reader had already acted on and IDs handed out twice
+//! ([`VerifyReport`]). The `streamid verify` command runs it.
+//!
 //! # Anyone-may-write streams
 //!
 //! With an empty writer list any instance may allocate, nothing is written to
@@ -83,7 +90,9 @@ pub(crate) mod postgres;
 pub mod replication;
 mod sqlite;
 mod state;
+mod table;
 mod tokens;
+mod verify;
 mod wait;
 
 pub use allocation::Allocation;
@@ -94,6 +103,10 @@ pub use generator::MultiWriterIdGenerator;
 pub use postgres::{StreamTransaction, create_sequence};
 pub use sqlite::SqliteTransaction;
 pub use streamid_core::{MultiWriterStreamToken, TokenError};
+pub use table::StreamTable;
+pub use verify::{
+    Audit, Observation, ReaderSummary, StreamRow, VerifyReport, Violation, read_observations,
+};
 pub use wait::WaitOutcome;
 
 /// The README's code blocks, compiled as doc tests so the quickstart cannot rot.

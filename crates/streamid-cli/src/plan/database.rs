@@ -38,6 +38,15 @@ pub(super) fn store_spec(args: &DemoArgs) -> Result<StoreSpec, ConfigError> {
     }
 }
 
+/// The database of a subcommand that needs an existing one (`verify`, `gaps`, the
+/// workers): `postgres://...`, a key-value string or `sqlite:PATH`.
+pub(super) fn existing_database(value: &str) -> Result<StoreSpec, ConfigError> {
+    match value.trim() {
+        "" => Err(bad_url("", "empty; use postgres://... or sqlite:PATH")),
+        url => parse_database(url),
+    }
+}
+
 fn parse_database(url: &str) -> Result<StoreSpec, ConfigError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = path.strip_prefix("//").unwrap_or(path);
@@ -100,10 +109,12 @@ mod tests {
     fn args() -> DemoArgs {
         DemoArgs {
             writers: 4,
-            rows: None,
-            duration: None,
-            rollback_rate: 0.05,
-            max_delay_ms: 20,
+            load: crate::cli::LoadArgs {
+                rows: None,
+                duration: None,
+                rollback_rate: 0.05,
+                max_delay_ms: 20,
+            },
             database: None,
             postgres_temp: false,
             json: false,

@@ -8,11 +8,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, LoadArgs};
 
+mod audit;
 mod database;
+mod worker;
 
+pub(crate) use audit::{GapsPlan, VerifyPlan};
 pub(crate) use database::{StoreSpec, redact};
+pub(crate) use worker::{ReadPlan, Replication, WorkerSetup, WritePlan};
 
 /// The most writer tasks the demo runs (each holds a connection while it writes).
 pub(crate) const MAX_WRITERS: u32 = 64;
@@ -81,6 +85,42 @@ pub(crate) enum ConfigError {
     },
     /// `--postgres-temp` and `--database` were both given.
     ConflictingDatabase,
+    /// Any other option value that cannot work (a name the library rejects, a replication
+    /// the backend does not offer, ...).
+    Invalid {
+        /// The option, e.g. `--table`.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// The library's verdict on a name, as the option that carried it.
+    pub(crate) fn from_library(err: streamid::Error) -> ConfigError {
+        match err {
+            streamid::Error::InvalidConfig { field, value, rule } => ConfigError::Invalid {
+                option: match field {
+                    "table" => "--table",
+                    "instance_column" => "--instance-column",
+                    "id_column" => "--id-column",
+                    "stream" => "--stream",
+                    "instance" => "--instance",
+                    "writers" => "--writers",
+                    _ => "option",
+                },
+                value,
+                problem: rule,
+            },
+            other => ConfigError::Invalid {
+                option: "option",
+                value: String::new(),
+                problem: other.to_string(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -105,6 +145,11 @@ impl fmt::Display for ConfigError {
             ConfigError::ConflictingDatabase => f.write_str(
                 "--postgres-temp and --database cannot be used together: pick one database",
             ),
+            ConfigError::Invalid {
+                option,
+                value,
+                problem,
+            } => write!(f, "{option} {value:?}: {problem}"),
         }
     }
 }
@@ -122,24 +167,12 @@ impl DemoPlan {
         if args.writers == 0 || args.writers > MAX_WRITERS {
             return Err(ConfigError::Writers(args.writers));
         }
-        let duration = args.duration.as_deref().map(parse_duration).transpose()?;
-        let rows = match (args.rows, duration) {
-            (Some(0), _) => return Err(ConfigError::ZeroRows),
-            (Some(rows), _) => Some(rows),
-            (None, None) => Some(DEFAULT_ROWS),
-            (None, Some(_)) => None,
-        };
-        if !(0.0..=1.0).contains(&args.rollback_rate) {
-            return Err(ConfigError::RollbackRate(args.rollback_rate));
-        }
-        if args.max_delay_ms > MAX_DELAY_MS {
-            return Err(ConfigError::MaxDelay(args.max_delay_ms));
-        }
+        let load = Load::from_args(&args.load, Some(DEFAULT_ROWS))?;
         Ok(DemoPlan {
             writers: args.writers as usize,
-            bound: Bound { rows, duration },
-            rollback_rate: args.rollback_rate,
-            max_delay: Duration::from_millis(args.max_delay_ms),
+            bound: load.bound,
+            rollback_rate: load.rollback_rate,
+            max_delay: load.max_delay,
             store: database::store_spec(args)?,
             json: args.json,
             quiet: args.quiet,
@@ -148,8 +181,47 @@ impl DemoPlan {
     }
 }
 
+/// Validated [`LoadArgs`]: how much and how writers write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Load {
+    /// When the writers stop.
+    pub(crate) bound: Bound,
+    /// Probability in `[0, 1]` that a write rolls back.
+    pub(crate) rollback_rate: f64,
+    /// Upper bound of the random wait between allocating an ID and writing its row.
+    pub(crate) max_delay: Duration,
+}
+
+impl Load {
+    /// Validates `args`; `default_rows` bounds the run when neither `--rows` nor
+    /// `--duration` is given (`None`: unbounded).
+    pub(super) fn from_args(
+        args: &LoadArgs,
+        default_rows: Option<u64>,
+    ) -> Result<Load, ConfigError> {
+        let duration = args.duration.as_deref().map(parse_duration).transpose()?;
+        let rows = match (args.rows, duration) {
+            (Some(0), _) => return Err(ConfigError::ZeroRows),
+            (Some(rows), _) => Some(rows),
+            (None, None) => default_rows,
+            (None, Some(_)) => None,
+        };
+        if !(0.0..=1.0).contains(&args.rollback_rate) {
+            return Err(ConfigError::RollbackRate(args.rollback_rate));
+        }
+        if args.max_delay_ms > MAX_DELAY_MS {
+            return Err(ConfigError::MaxDelay(args.max_delay_ms));
+        }
+        Ok(Load {
+            bound: Bound { rows, duration },
+            rollback_rate: args.rollback_rate,
+            max_delay: Duration::from_millis(args.max_delay_ms),
+        })
+    }
+}
+
 /// Parses `90`, `90s`, `1.5s`, `500ms`, `2m` or `1h` (a bare number is seconds).
-fn parse_duration(value: &str) -> Result<Duration, ConfigError> {
+pub(super) fn parse_duration(value: &str) -> Result<Duration, ConfigError> {
     let bad = |problem: &str| ConfigError::Duration {
         value: value.to_owned(),
         problem: problem.to_owned(),
@@ -186,10 +258,12 @@ mod tests {
     fn args() -> DemoArgs {
         DemoArgs {
             writers: 4,
-            rows: None,
-            duration: None,
-            rollback_rate: 0.05,
-            max_delay_ms: 20,
+            load: LoadArgs {
+                rows: None,
+                duration: None,
+                rollback_rate: 0.05,
+                max_delay_ms: 20,
+            },
             database: None,
             postgres_temp: true,
             json: false,
@@ -228,13 +302,13 @@ mod tests {
     fn rollback_rate_must_be_a_probability() {
         for bad in [2.0, -0.1, f64::NAN, f64::INFINITY] {
             assert!(matches!(
-                plan(|a| a.rollback_rate = bad),
+                plan(|a| a.load.rollback_rate = bad),
                 Err(ConfigError::RollbackRate(_))
             ));
         }
         for good in [0.0, 0.5, 1.0] {
             assert_eq!(
-                plan(|a| a.rollback_rate = good).unwrap().rollback_rate,
+                plan(|a| a.load.rollback_rate = good).unwrap().rollback_rate,
                 good
             );
         }
@@ -242,13 +316,13 @@ mod tests {
 
     #[test]
     fn rows_and_duration_bound_the_run() {
-        assert_eq!(plan(|a| a.rows = Some(0)), Err(ConfigError::ZeroRows));
-        let p = plan(|a| a.duration = Some("10s".into())).unwrap();
+        assert_eq!(plan(|a| a.load.rows = Some(0)), Err(ConfigError::ZeroRows));
+        let p = plan(|a| a.load.duration = Some("10s".into())).unwrap();
         assert_eq!(p.bound.rows, None, "--duration alone is not capped by rows");
         assert_eq!(p.bound.duration, Some(Duration::from_secs(10)));
         let p = plan(|a| {
-            a.rows = Some(5);
-            a.duration = Some("1m".into());
+            a.load.rows = Some(5);
+            a.load.duration = Some("1m".into());
         })
         .unwrap();
         assert_eq!(p.bound.rows, Some(5));
@@ -272,11 +346,11 @@ mod tests {
     #[test]
     fn max_delay_is_bounded() {
         assert_eq!(
-            plan(|a| a.max_delay_ms = 10_001),
+            plan(|a| a.load.max_delay_ms = 10_001),
             Err(ConfigError::MaxDelay(10_001))
         );
         assert_eq!(
-            plan(|a| a.max_delay_ms = 0).unwrap().max_delay,
+            plan(|a| a.load.max_delay_ms = 0).unwrap().max_delay,
             Duration::ZERO
         );
     }

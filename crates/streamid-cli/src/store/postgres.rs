@@ -1,54 +1,71 @@
 //! The PostgreSQL store: a throwaway cluster from `streamid-testkit` or a server of the
 //! user's, reached through one `deadpool-postgres` pool.
 //!
-//! All of the demo's PostgreSQL SQL is in the constants below. The pool is sized so every
-//! writer can hold a connection for its whole transaction while the readers and the
-//! generators' background tasks still get one.
+//! All of the CLI's PostgreSQL SQL is here: constants for the library's tables, and
+//! [`TableSql`] for a stream's table, built once from names the library validated. The pool
+//! is sized so every writer can hold a connection for its whole transaction while the
+//! readers and the generators' background tasks still get one.
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use streamid::MultiWriterIdGenerator;
+use streamid::{MultiWriterIdGenerator, StreamConfig, StreamTable};
 use streamid_testkit::PgServer;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::Type;
 
-use super::{Event, IdRange, TABLE, stream_config};
+use super::ledger::{EventRow, GapRow, Ledger};
+use super::{Event, IdRange, Layout, TableSql, quoted_index, quoted_sequence};
 use crate::plan::redact;
 
-/// The stream's sequence.
-const SEQUENCE: &str = "demo_events_seq";
+/// The statements on one stream's table, PostgreSQL dialect. `committed_at` is taken by
+/// the INSERT, right before COMMIT: the closest the table can get to commit order without
+/// `track_commit_timestamp`; the demo's ground truth orders by it.
+pub(super) fn table_sql(table: &StreamTable) -> TableSql {
+    let t = table.quoted_table();
+    TableSql {
+        create: format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\
+                     id BIGINT NOT NULL, \
+                     instance_name TEXT, \
+                     payload TEXT, \
+                     committed_at TIMESTAMPTZ DEFAULT clock_timestamp()\
+                 ); \
+                 CREATE INDEX IF NOT EXISTS {} ON {t} (id)",
+            quoted_index(table)
+        ),
+        drop: format!(
+            "DROP TABLE IF EXISTS {t}; DROP SEQUENCE IF EXISTS {}",
+            quoted_sequence(table)
+        ),
+        insert: format!("INSERT INTO {t} (id, instance_name, payload) VALUES ($1, $2, $3)"),
+        read_after: format!("SELECT id FROM {t} WHERE id > $1 ORDER BY id"),
+        read_range: format!("SELECT id FROM {t} WHERE id > $1 AND id <= $2 ORDER BY id"),
+        read_rows: format!(
+            "SELECT id, instance_name FROM {t} WHERE id > $1 AND id <= $2 ORDER BY id"
+        ),
+        committed: format!("SELECT id FROM {t} ORDER BY committed_at, id"),
+    }
+}
 
-/// A fresh, empty stream: the table and sequence of an earlier run are dropped, and so are
-/// its recorded positions (they would be ahead of the new sequence). `committed_at` is
-/// taken by the INSERT, right before COMMIT: the closest the table can get to commit order
-/// without `track_commit_timestamp`. The index on `id` serves both readers.
-const CREATE_SCHEMA: &str = "
-    DROP TABLE IF EXISTS demo_events;
-    DROP SEQUENCE IF EXISTS demo_events_seq;
-    CREATE TABLE demo_events (
-        id BIGINT NOT NULL,
-        instance_name TEXT,
-        payload TEXT,
-        committed_at TIMESTAMPTZ DEFAULT clock_timestamp()
-    );
-    CREATE INDEX demo_events_id_idx ON demo_events (id);
-    DO $$ BEGIN
-        IF to_regclass('stream_positions') IS NOT NULL THEN
-            DELETE FROM stream_positions WHERE stream_name = 'demo_events';
-        END IF;
-    END $$;";
-
-/// One event row; `committed_at` takes its default.
-const INSERT: &str = "INSERT INTO demo_events (id, instance_name, payload) VALUES ($1, $2, $3)";
-/// The naive reader's query: everything above the largest ID seen so far.
-const READ_AFTER: &str = "SELECT id FROM demo_events WHERE id > $1 ORDER BY id";
-/// The streamid reader's query: above the last position, up to the persisted-up-to one.
-const READ_RANGE: &str = "SELECT id FROM demo_events WHERE id > $1 AND id <= $2 ORDER BY id";
-/// Ground truth at the end: every committed row, in commit order.
-const COMMITTED: &str = "SELECT id FROM demo_events ORDER BY committed_at, id";
+/// Serialises the workers' schema set-up across processes (an arbitrary constant key:
+/// "stridcli").
+const SCHEMA_LOCK: &str = "SELECT pg_advisory_xact_lock(8315161359049567337)";
+/// Whether a relation exists; `$1` is its quoted name as text (NULL instead of an error).
+const EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+/// Forgets the positions of an earlier demo run (they would be ahead of the new sequence).
+const FORGET_POSITIONS: &str = "DELETE FROM stream_positions WHERE stream_name = $1";
+/// Every writer's recorded position of a stream.
+const POSITIONS: &str =
+    "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = $1";
+/// The gap ledger of a stream.
+const GAPS: &str = "SELECT instance_name, cause, gaps FROM stream_gaps WHERE stream_name = $1 \
+    ORDER BY instance_name, cause";
+/// The most recent events of a stream, newest first.
+const EVENTS: &str = "SELECT at::text, instance_name, event, epoch, position, by_instance \
+    FROM stream_events WHERE stream_name = $1 ORDER BY at DESC LIMIT $2";
 
 /// Connection attempts give up after this long when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,8 +112,9 @@ impl PgStore {
         })
     }
 
-    /// Connects to the server `url` names.
-    pub(super) async fn connect(url: &str, writers: usize) -> Result<PgStore> {
+    /// Connects to the server `url` names; `purpose` becomes the connections'
+    /// `application_name` unless the URL sets one.
+    pub(super) async fn connect(url: &str, writers: usize, purpose: &str) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .with_context(|| format!("parsing the database URL {}", redact(url)))?;
@@ -104,7 +122,7 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
-            config.application_name("streamid demo");
+            config.application_name(purpose);
         }
         let manager = Manager::from_config(
             config,
@@ -125,32 +143,80 @@ impl PgStore {
         })
     }
 
-    /// See [`Store::describe`](super::Store::describe).
+    /// The connection pool (for the library's auditor).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// See [`Database::describe`](super::Database::describe).
     pub(super) fn describe(&self) -> String {
         self.description.clone()
     }
 
-    /// See [`Store::create_schema`](super::Store::create_schema).
-    pub(super) async fn create_schema(&self) -> Result<()> {
-        let client = self.pool.get().await.context("connecting to PostgreSQL")?;
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.context("connecting to PostgreSQL")
+    }
+
+    /// See [`Store::reset_schema`](super::Store::reset_schema).
+    pub(super) async fn reset_schema(&self, layout: &Layout) -> Result<()> {
+        let table = layout.table.table();
+        let client = self.client().await?;
         client
-            .batch_execute(CREATE_SCHEMA)
+            .batch_execute(&layout.pg.drop)
             .await
-            .context("creating table demo_events")?;
-        let config = stream_config("setup", &[]).sequence(SEQUENCE);
-        streamid::create_sequence(&**client, &config)
+            .with_context(|| format!("dropping table {table}"))?;
+        client
+            .batch_execute(&layout.pg.create)
             .await
-            .context("creating sequence demo_events_seq")?;
-        Ok(())
+            .with_context(|| format!("creating table {table}"))?;
+        if exists(&**client, "stream_positions").await? {
+            client
+                .execute(FORGET_POSITIONS, &[&layout.stream])
+                .await
+                .context("forgetting the stream's recorded positions")?;
+        }
+        self.create_sequence(&**client, layout).await
+    }
+
+    /// See [`Store::ensure_schema`](super::Store::ensure_schema). Under an advisory lock, in
+    /// one transaction: `CREATE ... IF NOT EXISTS` alone can fail when two sessions create
+    /// the same table at once. The sequence is created only when it is missing:
+    /// `create_sequence` also places an existing sequence above the table's rows, which must
+    /// not race with writers that already use it.
+    pub(super) async fn ensure_schema(&self, layout: &Layout) -> Result<()> {
+        let table = layout.table.table();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.context("beginning the set-up")?;
+        tx.batch_execute(SCHEMA_LOCK)
+            .await
+            .context("waiting for the set-up lock")?;
+        tx.batch_execute(&layout.pg.create)
+            .await
+            .with_context(|| format!("creating table {table}"))?;
+        if !exists(&*tx, &quoted_sequence(&layout.table)).await? {
+            self.create_sequence(&*tx, layout).await?;
+        }
+        tx.commit().await.context("committing the set-up")
+    }
+
+    async fn create_sequence<C>(&self, client: &C, layout: &Layout) -> Result<()>
+    where
+        C: tokio_postgres::GenericClient + Sync,
+    {
+        let config = layout.config("setup", &[]).sequence(layout.sequence());
+        streamid::create_sequence(client, &config)
+            .await
+            .with_context(|| format!("creating sequence {}", layout.sequence()))
     }
 
     /// See [`Store::generator`](super::Store::generator).
     pub(super) async fn generator(
         &self,
         instance: &str,
-        writers: &[String],
+        config: StreamConfig,
+        layout: &Layout,
     ) -> Result<MultiWriterIdGenerator> {
-        let config = stream_config(instance, writers).sequence(SEQUENCE);
+        let config = config.sequence(layout.sequence());
         MultiWriterIdGenerator::postgres(self.pool.clone(), config)
             .await
             .with_context(|| format!("starting the generator of {instance}"))
@@ -159,17 +225,18 @@ impl PgStore {
     /// See [`Store::write_event`](super::Store::write_event).
     pub(super) async fn write_event(
         &self,
+        sql: &TableSql,
         generator: &MultiWriterIdGenerator,
         event: &Event,
         on_allocated: impl FnOnce(i64) + Send,
     ) -> Result<i64> {
-        let mut client = self.pool.get().await.context("connecting to PostgreSQL")?;
+        let mut client = self.client().await?;
         let mut tx = generator.transaction(&mut client).await?;
         let id = tx.next_id().await?;
         on_allocated(id);
         tokio::time::sleep(event.delay).await;
         tx.query_typed(
-            INSERT,
+            &sql.insert,
             &[
                 (&id, Type::INT8),
                 (&event.instance, Type::TEXT),
@@ -177,7 +244,7 @@ impl PgStore {
             ],
         )
         .await
-        .with_context(|| format!("inserting row {id} into {TABLE}"))?;
+        .with_context(|| format!("inserting row {id}"))?;
         if event.rollback {
             tx.rollback().await?;
         } else {
@@ -187,36 +254,132 @@ impl PgStore {
     }
 
     /// See [`Store::read_ids`](super::Store::read_ids).
-    pub(super) async fn read_ids(&self, range: IdRange) -> Result<Vec<i64>> {
-        let client = self.pool.get().await.context("connecting to PostgreSQL")?;
+    pub(super) async fn read_ids(&self, sql: &TableSql, range: IdRange) -> Result<Vec<i64>> {
+        let client = self.client().await?;
         let rows = match range.upto {
             None => {
                 client
-                    .query_typed(READ_AFTER, &[(&range.after, Type::INT8)])
+                    .query_typed(&sql.read_after, &[(&range.after, Type::INT8)])
                     .await
             }
             Some(upto) => {
                 client
                     .query_typed(
-                        READ_RANGE,
+                        &sql.read_range,
                         &[(&range.after, Type::INT8), (&upto, Type::INT8)],
                     )
                     .await
             }
         }
-        .with_context(|| format!("reading {TABLE}"))?;
+        .context("reading the stream's rows")?;
         ids(&rows)
     }
 
-    /// See [`Store::committed_in_commit_order`](super::Store::committed_in_commit_order).
-    pub(super) async fn committed_in_commit_order(&self) -> Result<Vec<i64>> {
-        let client = self.pool.get().await.context("connecting to PostgreSQL")?;
+    /// See [`Store::read_rows`](super::Store::read_rows).
+    pub(super) async fn read_rows(
+        &self,
+        sql: &TableSql,
+        range: IdRange,
+    ) -> Result<Vec<(i64, Option<String>)>> {
+        let client = self.client().await?;
+        let upto = range.upto.unwrap_or(i64::MAX);
         let rows = client
-            .query_typed(COMMITTED, &[])
+            .query_typed(
+                &sql.read_rows,
+                &[(&range.after, Type::INT8), (&upto, Type::INT8)],
+            )
             .await
-            .with_context(|| format!("counting the rows of {TABLE}"))?;
+            .context("reading the stream's rows")?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .context("reading a row")
+    }
+
+    /// See [`Store::committed_in_commit_order`](super::Store::committed_in_commit_order).
+    pub(super) async fn committed_in_commit_order(&self, sql: &TableSql) -> Result<Vec<i64>> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(&sql.committed, &[])
+            .await
+            .context("counting the stream's rows")?;
         ids(&rows)
     }
+
+    /// See [`Database::recorded_positions`](super::Database::recorded_positions).
+    pub(super) async fn recorded_positions(&self, stream: &str) -> Result<Vec<(String, i64)>> {
+        let client = self.client().await?;
+        if !exists(&**client, "stream_positions").await? {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query_typed(POSITIONS, &[(&stream, Type::TEXT)])
+            .await
+            .context("reading stream_positions")?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .context("reading a recorded position")
+    }
+
+    /// See [`Database::ledger`](super::Database::ledger).
+    pub(super) async fn ledger(&self, stream: &str, events: u32) -> Result<Ledger> {
+        let client = self.client().await?;
+        if !(exists(&**client, "stream_gaps").await? && exists(&**client, "stream_events").await?) {
+            return Ok(Ledger::default());
+        }
+        let gaps = client
+            .query_typed(GAPS, &[(&stream, Type::TEXT)])
+            .await
+            .context("reading stream_gaps")?
+            .iter()
+            .map(|r| {
+                Ok(GapRow {
+                    instance: r.try_get(0)?,
+                    cause: r.try_get(1)?,
+                    gaps: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .context("reading a gap row")?;
+        let events = client
+            .query_typed(
+                EVENTS,
+                &[(&stream, Type::TEXT), (&i64::from(events), Type::INT8)],
+            )
+            .await
+            .context("reading stream_events")?
+            .iter()
+            .map(|r| {
+                Ok(EventRow {
+                    at: r.try_get(0)?,
+                    instance: r.try_get(1)?,
+                    event: r.try_get(2)?,
+                    epoch: r.try_get(3)?,
+                    position: r.try_get(4)?,
+                    by_instance: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .context("reading an event row")?;
+        Ok(Ledger {
+            tables_exist: true,
+            gaps,
+            events,
+        })
+    }
+}
+
+/// Whether the relation `name` (quoted where needed) exists.
+async fn exists<C>(client: &C, name: &str) -> Result<bool>
+where
+    C: tokio_postgres::GenericClient + Sync,
+{
+    client
+        .query_one(EXISTS, &[&name])
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0))
+        .with_context(|| format!("looking for {name}"))
 }
 
 impl Drop for PgStore {

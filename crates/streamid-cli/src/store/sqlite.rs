@@ -5,7 +5,8 @@
 //! the ID is allocated first (in the counter's own short transaction), then the writer
 //! waits, then the INSERT takes SQLite's write lock and the transaction commits or rolls
 //! back. Readers use plain rusqlite connections of their own, on Tokio's blocking pool.
-//! All of the demo's SQLite SQL is in the constants below.
+//! All of the CLI's SQLite SQL is here: constants for the library's tables, and
+//! [`TableSql`] for a stream's table, built once from names the library validated.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,45 +15,74 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use rusqlite::{Connection, OpenFlags};
-use streamid::MultiWriterIdGenerator;
+use streamid::{MultiWriterIdGenerator, StreamConfig, StreamTable};
 use tempfile::TempDir;
 
-use super::{Event, IdRange, STREAM, TABLE, stream_config};
+use super::ledger::{EventRow, GapRow, Ledger};
+use super::{Event, IdRange, Layout, TableSql, quoted_index};
 
 /// The database file's name inside the temporary directory.
 const TEMP_FILE: &str = "demo.db";
 
-/// A fresh, empty stream: the table of an earlier run is dropped. `committed_at` is taken
-/// by the INSERT, for people looking at the file; the report orders commits by `rowid`
-/// instead, which is exact here (see [`COMMITTED`]).
-const CREATE_TABLE: &str = "
-    DROP TABLE IF EXISTS demo_events;
-    CREATE TABLE demo_events (
-        id INTEGER NOT NULL,
-        instance_name TEXT,
-        payload TEXT,
-        committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
-    );
-    CREATE INDEX demo_events_id_idx ON demo_events (id);";
+/// The statements on one stream's table, SQLite dialect. `committed_at` is for people
+/// looking at the file; the demo's ground truth orders by `rowid` instead, which is exact
+/// here: SQLite runs one write transaction at a time and gives each new row
+/// `max(rowid) + 1`, so `rowid` order is commit order (rolled-back rows leave no rowid).
+pub(super) fn table_sql(table: &StreamTable) -> TableSql {
+    let t = table.quoted_table();
+    TableSql {
+        create: format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\
+                     id INTEGER NOT NULL, \
+                     instance_name TEXT, \
+                     payload TEXT, \
+                     committed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))\
+                 ); \
+                 CREATE INDEX IF NOT EXISTS {} ON {} (id);",
+            quoted_index_in_schema(table),
+            quoted_table_name(table),
+        ),
+        drop: format!("DROP TABLE IF EXISTS {t};"),
+        insert: format!("INSERT INTO {t} (id, instance_name, payload) VALUES (?1, ?2, ?3)"),
+        read_after: format!("SELECT id FROM {t} WHERE id > ?1 ORDER BY id"),
+        read_range: format!("SELECT id FROM {t} WHERE id > ?1 AND id <= ?2 ORDER BY id"),
+        read_rows: format!(
+            "SELECT id, instance_name FROM {t} WHERE id > ?1 AND id <= ?2 ORDER BY id"
+        ),
+        committed: format!("SELECT id FROM {t} ORDER BY rowid"),
+    }
+}
+
+/// SQLite names an index's schema on the index, not on its table: `"s"."t_id_idx"` on
+/// `"t"`, for a table `s.t` of an attached database `s`.
+fn quoted_index_in_schema(table: &StreamTable) -> String {
+    match table.table().split_once('.') {
+        Some((schema, _)) => format!("\"{schema}\".{}", quoted_index(table)),
+        None => quoted_index(table),
+    }
+}
+
+/// The table's own name, double-quoted, without its schema.
+fn quoted_table_name(table: &StreamTable) -> String {
+    format!("\"{}\"", table.table_name())
+}
 
 /// Whether one of the library's tables exists (it creates them at generator startup).
 const TABLE_EXISTS: &str = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1";
-/// Forgets the positions of an earlier run (they would be ahead of the new counter).
+/// Forgets the positions of an earlier demo run (they would be ahead of the new counter).
 const FORGET_POSITIONS: &str = "DELETE FROM stream_positions WHERE stream_name = ?1";
-/// Forgets the counter of an earlier run: startup recreates it, so the first ID is 2 again.
-/// SQLite has no sequence; the counter row is named after the stream.
+/// Forgets the counter of an earlier demo run: startup recreates it, so the first ID is 2
+/// again. SQLite has no sequence; the counter row is named after the stream.
 const FORGET_COUNTER: &str = "DELETE FROM streamid_sequences WHERE name = ?1";
-
-/// One event row; `committed_at` takes its default.
-const INSERT: &str = "INSERT INTO demo_events (id, instance_name, payload) VALUES (?1, ?2, ?3)";
-/// The naive reader's query: everything above the largest ID seen so far.
-const READ_AFTER: &str = "SELECT id FROM demo_events WHERE id > ?1 ORDER BY id";
-/// The streamid reader's query: above the last position, up to the persisted-up-to one.
-const READ_RANGE: &str = "SELECT id FROM demo_events WHERE id > ?1 AND id <= ?2 ORDER BY id";
-/// Ground truth at the end: every committed row, in commit order. SQLite runs one write
-/// transaction at a time and gives each new row `max(rowid) + 1`, so `rowid` order is
-/// exactly commit order (rolled-back rows leave no rowid behind).
-const COMMITTED: &str = "SELECT id FROM demo_events ORDER BY rowid";
+/// Every writer's recorded position of a stream.
+const POSITIONS: &str =
+    "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = ?1";
+/// The gap ledger of a stream.
+const GAPS: &str = "SELECT instance_name, cause, gaps FROM stream_gaps WHERE stream_name = ?1 \
+    ORDER BY instance_name, cause";
+/// The most recent events of a stream, newest first.
+const EVENTS: &str = "SELECT at, instance_name, event, epoch, position, by_instance \
+    FROM stream_events WHERE stream_name = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2";
 
 /// How long a connection waits for another one's write lock before failing. Every writer
 /// queues for the lock at each allocation and each commit, so be generous.
@@ -118,38 +148,58 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// See [`Store::describe`](super::Store::describe).
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// See [`Database::describe`](super::Database::describe).
     pub(super) fn describe(&self) -> String {
         self.description.clone()
     }
 
-    /// See [`Store::create_schema`](super::Store::create_schema).
-    pub(super) async fn create_schema(&self) -> Result<()> {
-        self.with_connection(|conn| {
+    /// See [`Store::reset_schema`](super::Store::reset_schema).
+    pub(super) async fn reset_schema(&self, layout: &Layout) -> Result<()> {
+        let (sql, stream) = (layout.sqlite.clone(), layout.stream.clone());
+        self.with_connection(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute_batch(CREATE_TABLE)?;
+            tx.execute_batch(&sql.drop)?;
+            tx.execute_batch(&sql.create)?;
             for (table, forget) in [
                 ("stream_positions", FORGET_POSITIONS),
                 ("streamid_sequences", FORGET_COUNTER),
             ] {
-                let exists: i64 = tx.query_row(TABLE_EXISTS, [table], |r| r.get(0))?;
-                if exists > 0 {
-                    tx.execute(forget, [STREAM])?;
+                if table_exists(&tx, table)? {
+                    tx.execute(forget, [&stream])?;
                 }
             }
             tx.commit()
         })
         .await
-        .with_context(|| format!("creating table {TABLE}"))
+        .with_context(|| format!("creating table {}", layout.table.table()))
+    }
+
+    /// See [`Store::ensure_schema`](super::Store::ensure_schema). One immediate
+    /// transaction: SQLite's write lock serialises concurrent set-ups, and `IF NOT EXISTS`
+    /// keeps what exists. The counter row is the library's (created at generator startup).
+    pub(super) async fn ensure_schema(&self, layout: &Layout) -> Result<()> {
+        let sql = layout.sqlite.clone();
+        self.with_connection(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(&sql.create)?;
+            tx.commit()
+        })
+        .await
+        .with_context(|| format!("creating table {}", layout.table.table()))
     }
 
     /// See [`Store::generator`](super::Store::generator).
     pub(super) async fn generator(
         &self,
         instance: &str,
-        writers: &[String],
+        config: StreamConfig,
     ) -> Result<MultiWriterIdGenerator> {
-        let config = stream_config(instance, writers).busy_timeout(BUSY_TIMEOUT);
+        let config = config.busy_timeout(BUSY_TIMEOUT);
         MultiWriterIdGenerator::sqlite(&self.path, config)
             .await
             .with_context(|| format!("starting the generator of {instance}"))
@@ -160,6 +210,7 @@ impl SqliteStore {
     /// write lock, which the commit or rollback releases.
     pub(super) async fn write_event(
         &self,
+        sql: &TableSql,
         generator: &MultiWriterIdGenerator,
         event: &Event,
         on_allocated: impl FnOnce(i64) + Send,
@@ -168,9 +219,12 @@ impl SqliteStore {
         let id = tx.next_id().await?;
         on_allocated(id);
         tokio::time::sleep(event.delay).await;
-        tx.execute(INSERT, (id, event.instance.clone(), event.payload.clone()))
-            .await
-            .with_context(|| format!("inserting row {id} into {TABLE}"))?;
+        tx.execute(
+            &sql.insert,
+            (id, event.instance.clone(), event.payload.clone()),
+        )
+        .await
+        .with_context(|| format!("inserting row {id}"))?;
         if event.rollback {
             tx.rollback().await?;
         } else {
@@ -180,20 +234,94 @@ impl SqliteStore {
     }
 
     /// See [`Store::read_ids`](super::Store::read_ids).
-    pub(super) async fn read_ids(&self, range: IdRange) -> Result<Vec<i64>> {
+    pub(super) async fn read_ids(&self, sql: &TableSql, range: IdRange) -> Result<Vec<i64>> {
+        let sql = sql.clone();
         self.with_connection(move |conn| match range.upto {
-            None => query_ids(conn, READ_AFTER, [range.after]),
-            Some(upto) => query_ids(conn, READ_RANGE, [range.after, upto]),
+            None => query_ids(conn, &sql.read_after, [range.after]),
+            Some(upto) => query_ids(conn, &sql.read_range, [range.after, upto]),
         })
         .await
-        .with_context(|| format!("reading {TABLE}"))
+        .context("reading the stream's rows")
+    }
+
+    /// See [`Store::read_rows`](super::Store::read_rows).
+    pub(super) async fn read_rows(
+        &self,
+        sql: &TableSql,
+        range: IdRange,
+    ) -> Result<Vec<(i64, Option<String>)>> {
+        let query = sql.read_rows.clone();
+        let upto = range.upto.unwrap_or(i64::MAX);
+        self.with_connection(move |conn| {
+            let mut stmt = conn.prepare_cached(&query)?;
+            let rows = stmt.query_map([range.after, upto], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+        .context("reading the stream's rows")
     }
 
     /// See [`Store::committed_in_commit_order`](super::Store::committed_in_commit_order).
-    pub(super) async fn committed_in_commit_order(&self) -> Result<Vec<i64>> {
-        self.with_connection(|conn| query_ids(conn, COMMITTED, []))
+    pub(super) async fn committed_in_commit_order(&self, sql: &TableSql) -> Result<Vec<i64>> {
+        let query = sql.committed.clone();
+        self.with_connection(move |conn| query_ids(conn, &query, []))
             .await
-            .with_context(|| format!("counting the rows of {TABLE}"))
+            .context("counting the stream's rows")
+    }
+
+    /// See [`Database::recorded_positions`](super::Database::recorded_positions).
+    pub(super) async fn recorded_positions(&self, stream: &str) -> Result<Vec<(String, i64)>> {
+        let stream = stream.to_owned();
+        self.with_connection(move |conn| {
+            if !table_exists(conn, "stream_positions")? {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn.prepare_cached(POSITIONS)?;
+            let rows = stmt.query_map([stream], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+        .context("reading stream_positions")
+    }
+
+    /// See [`Database::ledger`](super::Database::ledger).
+    pub(super) async fn ledger(&self, stream: &str, events: u32) -> Result<Ledger> {
+        let stream = stream.to_owned();
+        self.with_connection(move |conn| {
+            if !(table_exists(conn, "stream_gaps")? && table_exists(conn, "stream_events")?) {
+                return Ok(Ledger::default());
+            }
+            let gaps = conn
+                .prepare_cached(GAPS)?
+                .query_map([&stream], |r| {
+                    Ok(GapRow {
+                        instance: r.get(0)?,
+                        cause: r.get(1)?,
+                        gaps: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let events = conn
+                .prepare_cached(EVENTS)?
+                .query_map((&stream, i64::from(events)), |r| {
+                    Ok(EventRow {
+                        at: r.get(0)?,
+                        instance: r.get(1)?,
+                        event: r.get(2)?,
+                        epoch: r.get(3)?,
+                        position: r.get(4)?,
+                        by_instance: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Ledger {
+                tables_exist: true,
+                gaps,
+                events,
+            })
+        })
+        .await
+        .context("reading the gap ledger")
     }
 
     /// Runs `f` on an idle connection (or a new one) on the blocking pool, and keeps the
@@ -233,9 +361,24 @@ fn connect(path: &Path) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sqlite_error(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
-        .and_then(|()| conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())))
         .map_err(|e| sqlite_error(path, e))?;
-    Ok(conn)
+    // Switching a new file to WAL needs an exclusive lock, and when several processes open
+    // the file at once (workers starting together) SQLite answers BUSY at once instead of
+    // waiting (to avoid a lock-upgrade deadlock): retry within the busy timeout. Once the
+    // file is in WAL mode the switch is a no-op.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())) {
+            Ok(()) => return Ok(conn),
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(sqlite_error(path, e)),
+        }
+    }
 }
 
 /// The error with the file's path and, for the usual causes, what to do about it.
@@ -258,6 +401,12 @@ fn sqlite_error(path: &Path, err: rusqlite::Error) -> anyhow::Error {
         _ => "",
     };
     anyhow!("SQLite database {}: {err}{hint}", path.display())
+}
+
+/// Whether one of the library's tables exists (it creates them at generator startup).
+fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(TABLE_EXISTS, [table], |r| r.get::<_, i64>(0))
+        .map(|n| n > 0)
 }
 
 fn query_ids<P: rusqlite::Params>(

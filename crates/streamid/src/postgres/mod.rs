@@ -4,6 +4,7 @@
 //! This module and its children are the only places that talk to PostgreSQL. Statements come
 //! from [`statements`]; nothing here holds the tracker lock across I/O.
 
+pub(crate) mod audit;
 pub(crate) mod lease;
 pub(crate) mod resolver;
 pub(crate) mod sequence;

@@ -82,8 +82,9 @@ impl FileLease {
     }
 }
 
-/// Tries to recover `writer`: `Some(F)` (internal form) when its lease file is free and `F`
-/// was recorded as its position, `None` when it may be alive.
+/// Tries to recover `writer`: `Some(F)` (internal form) when its lease file is free (or did
+/// not exist yet: it never started) and `F` was recorded as its position, `None` when it
+/// may be alive.
 pub(crate) async fn reclaim(
     db: &SqliteBackend,
     path: &Path,
@@ -101,9 +102,10 @@ pub(crate) async fn reclaim(
         config.sign,
     );
     blocking(move || {
-        if !lease.exists() {
-            return Ok(None); // never started on this file
-        }
+        // A missing lease file means the writer never started on this file: it cannot
+        // commit either, and must not stall the stream (spec §1.2, as on PostgreSQL, where
+        // the proof covers a writer that never started). Creating and locking the file
+        // here keeps it from starting until this recovery has committed.
         let file = open(&lease)?;
         match file.try_lock() {
             Ok(()) => {}

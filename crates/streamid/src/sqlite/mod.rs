@@ -7,6 +7,7 @@
 //! its future is dropped runs to completion and returns (or, mid-transaction, closes) its
 //! connection; it never holds the tracker lock.
 
+pub(crate) mod audit;
 pub(crate) mod lease;
 pub(crate) mod startup;
 pub(crate) mod statements;
