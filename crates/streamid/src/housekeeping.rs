@@ -167,7 +167,7 @@ async fn reclaim_dead_writers(state: &StreamState, backend: &Backend) {
                     stream = %config.stream,
                     writer,
                     position = config.sign * f,
-                    "recovered a dead writer: PostgreSQL proved it can no longer commit"
+                    "recovered a dead writer: the database proved it can no longer commit"
                 );
                 state.gaps.record(&writer, GapCause::Reclaimed, 1);
                 state.advance(&writer, f);

@@ -87,9 +87,24 @@ impl SqlitePool {
             conn.set_db_config(dqs, false)
                 .map_err(|e| self.error("disable double-quoted string literals", e))?;
         }
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| self.error("switch to WAL mode", e))?;
+        // Switching a new file to WAL takes an exclusive lock and does not wait on the busy
+        // handler: two processes opening a fresh file at once would fail. Retry within the
+        // busy timeout instead.
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Ok(mode) => break mode,
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(self.error("switch to WAL mode", e)),
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %self.path.display(), mode, "SQLite did not switch to WAL mode");
         }
