@@ -104,6 +104,7 @@ impl LocalIds {
     }
 
     /// The largest local ID. It is in `run` (invariant 1).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn last(&self) -> Option<i64> {
         self.run.back().copied()
     }
@@ -371,6 +372,7 @@ struct Bits {
 }
 
 impl Bits {
+    #[cfg(any(test, feature = "testing"))]
     fn len(&self) -> usize {
         self.len
     }
