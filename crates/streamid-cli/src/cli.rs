@@ -64,7 +64,7 @@ reader misses none.
 N writer tasks, each with its own generator instance (writer-1 ... writer-N), write the
 stream `demo_events`: each write opens a transaction, allocates an ID, waits a random
 0..--max-delay-ms (so commits land out of order), inserts a row and commits, or rolls back
-with probability --rollback-rate. An in-process relay passes each writer's position to the
+with probability --rollback-rate. In-process replication passes each writer's position to the
 other generators and to a reader generator (instance `reader`).
 
 Two readers tail the table meanwhile: the naive reader reads `id > last_seen`; the streamid

@@ -1,8 +1,8 @@
-//! `streamid demo`: sets the stage, runs writers, relay and readers, waits for the streamid
+//! `streamid demo`: sets the stage, runs writers, replication and readers, waits for the streamid
 //! reader to catch up, and builds the report from the database.
 //!
 //! Order of a run: open the store → fresh schema → one generator per writer plus the
-//! reader generator → relay → readers → writers (until the budget is spent, Ctrl-C, or a
+//! reader generator → in-process replication → readers → writers (until the budget is spent, Ctrl-C, or a
 //! writer fails) → wait (bounded) until the reader generator's persisted-up-to position
 //! reaches the last allocated ID → readers' final reads → count the table → report.
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use streamid::MultiWriterIdGenerator;
+use streamid::replication::InProcess;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -19,7 +20,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::output;
 use crate::plan::DemoPlan;
 use crate::reader::{self, Phase, ReaderKind, ReaderLog, ReaderProgress};
-use crate::relay::Relay;
 use crate::report::{Report, RunFacts, Verdict};
 use crate::store::{Layout, READER_INSTANCE, Store};
 use crate::view::{Snapshot, View, WriterLine};
@@ -99,7 +99,12 @@ async fn run_async(plan: DemoPlan) -> Result<Verdict> {
         streamid_progress: Arc::default(),
     };
     let start_position = cast.reader.persisted_upto_position();
-    let relay = Relay::spawn(cast.writers.clone(), vec![cast.reader.clone()]);
+    // Every generator replicates over one in-process channel: the same driver (coalesced
+    // and periodic announcements) that LISTEN/NOTIFY or Redis use between processes.
+    let bus = InProcess::new();
+    for generator in cast.writers.iter().chain([&cast.reader]) {
+        generator.replicate(bus.clone());
+    }
 
     let (phase, phase_rx) = watch::channel(Phase::Tail);
     let spawn_reader = |kind: ReaderKind, progress: &Arc<ReaderProgress>| {
@@ -148,7 +153,6 @@ async fn run_async(plan: DemoPlan) -> Result<Verdict> {
     let _ = phase.send(Phase::Finish);
     let naive_log = join_reader(naive).await?;
     let streamid_log = join_reader(streamid).await?;
-    relay.stop().await;
     view.finish(&cast.snapshot("done", duration, &budget))?;
 
     let committed = store.committed_in_commit_order().await?;

@@ -14,7 +14,6 @@ mod gaps;
 mod output;
 mod plan;
 mod reader;
-mod relay;
 mod report;
 mod store;
 mod verify;
