@@ -101,20 +101,19 @@ impl Allocation {
             tx.batch_execute(&format!("SET LOCAL application_name = '{}'", fence.tag))
                 .await
                 .map_err(Error::db(OP))?;
-            let rows = tx
-                .query_typed(
-                    statements::EPOCH_FOR_SHARE,
-                    &[(&key, Type::INT8), (&fence.epoch, Type::INT8)],
-                )
-                .await
-                .map_err(Error::db(OP))?;
-            if rows.is_empty() {
-                self.state
-                    .fence("a bound transaction found its epoch fenced");
-                return Err(Error::Fenced {
-                    stream: self.state.config.stream.clone(),
-                    instance: self.state.config.instance.clone(),
-                });
+            let checked = tx
+                .batch_execute(&statements::fence_check(key, fence.epoch))
+                .await;
+            if let Err(err) = checked {
+                if err.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) {
+                    self.state
+                        .fence("a bound transaction found its epoch fenced");
+                    return Err(Error::Fenced {
+                        stream: self.state.config.stream.clone(),
+                        instance: self.state.config.instance.clone(),
+                    });
+                }
+                return Err(Error::db(OP)(err));
             }
         }
         Ok(())

@@ -84,20 +84,49 @@ impl Backend {
         }
     }
 
-    /// Tries to recover a dead `writer` (spec §12.6): `Some(F)`, internal form, when proven.
+    /// Tries to recover a dead `writer` (spec §12.6): `Some((F, epoch))` when proven, `F`
+    /// in internal form and `epoch` the one that fenced it (0 on SQLite, which has no
+    /// epochs).
     pub(crate) async fn reclaim(
         &self,
         config: &crate::config::ValidConfig,
         writer: &str,
-    ) -> Result<Option<i64>, Error> {
+    ) -> Result<Option<(i64, i64)>, Error> {
         match self {
             Backend::Postgres { pg, .. } => {
                 crate::postgres::lease::reclaim(pg, config, writer).await
             }
             Backend::Sqlite(db) => {
                 let path = db.pool.path().to_owned();
-                crate::sqlite::lease::reclaim(db, &path, config, writer).await
+                let f = crate::sqlite::lease::reclaim(db, &path, config, writer).await?;
+                Ok(f.map(|f| (f, 0)))
             }
+        }
+    }
+
+    /// Every writer's registered epoch of `stream` (PostgreSQL; none on SQLite), for
+    /// resynchronisation: announcements of older epochs are ignored.
+    pub(crate) async fn load_epochs(&self, stream: &str) -> Result<Vec<(String, i64)>, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.load_epochs(stream).await,
+            Backend::Sqlite(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The guarded upsert of this writer's own row, only while `epoch` is its registered
+    /// epoch (PostgreSQL; a plain guarded upsert on SQLite), `value` in API form.
+    pub(crate) async fn upsert_own_position(
+        &self,
+        stream: &str,
+        instance: &str,
+        value: i64,
+        epoch: i64,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Postgres { pg, .. } if epoch > 0 => {
+                pg.upsert_own_position(stream, instance, value, epoch).await
+            }
+            _ => self.upsert_position(stream, instance, value).await,
         }
     }
 

@@ -13,7 +13,7 @@ use crate::housekeeping::{Housekeeping, WriterLease};
 use crate::persist::PositionWriter;
 use crate::postgres::{self, PgBackend, Resolver, StreamTransaction};
 use crate::sqlite::{self, SqliteBackend, SqliteTransaction};
-use crate::state::StreamState;
+use crate::state::{Registration, StreamState};
 use crate::{Error, keys};
 
 /// How long [`shutdown`](MultiWriterIdGenerator::shutdown) waits for the final position write.
@@ -105,6 +105,15 @@ impl MultiWriterIdGenerator {
             writer_lock: keys::writer_lock(&config.stream, &config.instance),
         };
         let (warn_after, xact) = (config.unresolved_warn_after, pg.xact);
+        let registration = Arc::new(Registration::default());
+        let lease = match (lease, started.epoch) {
+            (Some(lease), Some(epoch)) => {
+                lease.tag(epoch).await?;
+                registration.registered(epoch);
+                Some(WriterLease::Postgres(lease))
+            }
+            _ => None,
+        };
         let mut resolver = None;
         let state = Arc::new_cyclic(|weak| {
             let r = Resolver::spawn(weak.clone(), pool, xact, warn_after);
@@ -113,22 +122,12 @@ impl MultiWriterIdGenerator {
                 pg: pg.clone(),
                 resolver: r,
             };
-            let writer = position_writer(&config, &backend, started.recorded);
-            StreamState::new(config, started.tracker, writer)
+            let writer = position_writer(&config, &backend, started.recorded, &registration);
+            StreamState::new(config, started.tracker, writer, registration)
         });
         let resolver =
             resolver.ok_or_else(|| Error::Internal("the resolver was not started".to_owned()))?;
         let backend = Backend::Postgres { pg, resolver };
-        let lease = match (lease, started.epoch) {
-            (Some(lease), Some(epoch)) => {
-                lease.tag(epoch).await?;
-                state
-                    .epoch
-                    .store(epoch, std::sync::atomic::Ordering::Release);
-                Some(WriterLease::Postgres(lease))
-            }
-            _ => None,
-        };
         Ok(MultiWriterIdGenerator::with_housekeeping(
             state, backend, lease,
         ))
@@ -214,8 +213,14 @@ impl MultiWriterIdGenerator {
                     waited_ms: timeout.as_millis(),
                 })??;
         let backend = Backend::Sqlite(SqliteBackend { pool, statements });
-        let writer = position_writer(&config, &backend, started.recorded);
-        let state = Arc::new(StreamState::new(config, started.tracker, writer));
+        let registration = Arc::new(Registration::default());
+        let writer = position_writer(&config, &backend, started.recorded, &registration);
+        let state = Arc::new(StreamState::new(
+            config,
+            started.tracker,
+            writer,
+            registration,
+        ));
         Ok(MultiWriterIdGenerator::with_housekeeping(
             state, backend, lease,
         ))
@@ -500,7 +505,7 @@ impl MultiWriterIdGenerator {
     /// Whether this writer is fenced (its lease was lost or another process recovered it);
     /// allocation is refused until it re-registers, which happens automatically.
     pub fn is_fenced(&self) -> bool {
-        self.state.fenced.load(std::sync::atomic::Ordering::Acquire)
+        self.state.registration.is_fenced()
     }
 
     /// Local IDs allocated and not yet finished.
@@ -532,23 +537,32 @@ impl MultiWriterIdGenerator {
 }
 
 /// The coalesced `stream_positions` writer of a configured writer (spec §8.2), or `None`.
+/// A fenced writer records nothing (the write fails and is retried after re-registration),
+/// and on PostgreSQL the row is written only under the writer's current epoch: a zombie
+/// cannot raise the row of the incarnation that replaced it (issue 5).
 fn position_writer(
     config: &ValidConfig,
     backend: &Backend,
     recorded: Option<i64>,
+    registration: &Arc<Registration>,
 ) -> Option<PositionWriter> {
     let recorded = recorded?;
     let backend = backend.clone();
+    let registration = Arc::clone(registration);
     let (stream, instance, sign) = (config.stream.clone(), config.instance.clone(), config.sign);
     Some(PositionWriter::spawn(
         recorded,
         config.position_write_interval,
         move |value| {
             let backend = backend.clone();
+            let registration = Arc::clone(&registration);
             let (stream, instance) = (stream.clone(), instance.clone());
             async move {
+                if registration.is_fenced() {
+                    return Err(Error::Fenced { stream, instance });
+                }
                 backend
-                    .upsert_position(&stream, &instance, sign * value)
+                    .upsert_own_position(&stream, &instance, sign * value, registration.epoch())
                     .await
             }
         },

@@ -5,7 +5,6 @@
 //! to the stream state, so dropping the generator stops it (and drops the lease, whose
 //! connection closing releases the lock).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tokio::task::JoinHandle;
@@ -74,9 +73,9 @@ async fn keep_lease(state: &StreamState, backend: &Backend, lease: &mut Option<W
     if !state.config.persists_position() {
         return;
     }
-    let epoch = state.epoch.load(Ordering::Acquire);
+    let epoch = state.registration.epoch();
     let healthy = match lease.as_ref() {
-        Some(WriterLease::Postgres(l)) if !state.fenced.load(Ordering::Acquire) => {
+        Some(WriterLease::Postgres(l)) if !state.registration.is_fenced() => {
             matches!(l.heartbeat(epoch).await, Ok(true))
         }
         _ => false,
@@ -105,8 +104,7 @@ async fn keep_lease(state: &StreamState, backend: &Backend, lease: &mut Option<W
             if let Err(err) = again.tag(epoch).await {
                 tracing::warn!(error = %err, "tagging the lease connection failed");
             }
-            state.epoch.store(epoch, Ordering::Release);
-            state.fenced.store(false, Ordering::Release);
+            state.registration.registered(epoch);
             *lease = Some(WriterLease::Postgres(again));
             tracing::info!(stream = %config.stream, instance = %config.instance, epoch, "writer re-registered after losing its lease");
         }
@@ -162,7 +160,7 @@ async fn reclaim_dead_writers(state: &StreamState, backend: &Backend) {
     }
     for writer in candidates {
         match backend.reclaim(config, &writer).await {
-            Ok(Some(f)) => {
+            Ok(Some((f, epoch))) => {
                 tracing::warn!(
                     stream = %config.stream,
                     writer,
@@ -171,7 +169,7 @@ async fn reclaim_dead_writers(state: &StreamState, backend: &Backend) {
                 );
                 state.gaps.record(&writer, GapCause::Reclaimed, 1);
                 state.advance(&writer, f);
-                state.announce_for(&writer, f);
+                state.announce_for(&writer, f, epoch);
             }
             Ok(None) => {}
             Err(err) => {

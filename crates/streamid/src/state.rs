@@ -74,13 +74,12 @@ pub(crate) struct StreamState {
     /// The replication driver, once [`replicate`](crate::MultiWriterIdGenerator::replicate)
     /// started one; dropped with the state, which stops it.
     pub(crate) replication: Mutex<Option<crate::replication::Replication>>,
-    /// A registered writer's epoch in `stream_writers` (PostgreSQL); 0 when unregistered.
-    pub(crate) epoch: std::sync::atomic::AtomicI64,
-    /// Set when this writer lost its lease or found its epoch fenced: allocation is refused
-    /// until housekeeping has re-acquired the lease and registered a new epoch.
-    pub(crate) fenced: std::sync::atomic::AtomicBool,
-    /// Positions recovered for dead writers, waiting to be announced on their behalf.
-    pub(crate) foreign: Mutex<Vec<(String, i64)>>,
+    /// This writer's registration (epoch and fenced flag), shared with the position
+    /// writer so that a fenced writer never records a position.
+    pub(crate) registration: Arc<Registration>,
+    /// Positions recovered for dead writers, waiting to be announced on their behalf:
+    /// `(writer, position, the epoch that fenced it)`.
+    pub(crate) foreign: Mutex<Vec<(String, i64, i64)>>,
     /// The housekeeping task (lease, gap flush, recovery); dropped with the state.
     pub(crate) housekeeping: Mutex<Option<crate::housekeeping::Housekeeping>>,
     /// IDs finished without a row, by writer and cause.
@@ -95,6 +94,7 @@ impl StreamState {
         config: ValidConfig,
         tracker: Tracker,
         writer: Option<PositionWriter>,
+        registration: Arc<Registration>,
     ) -> StreamState {
         let token = watch::Sender::new(config.sign * tracker.persisted_upto());
         let metrics = Metrics::new(&config.stream);
@@ -107,13 +107,12 @@ impl StreamState {
             announce: Arc::new(tokio::sync::Notify::new()),
             has_written: std::sync::atomic::AtomicBool::new(false),
             writer,
+            registration,
             replication: Mutex::new(None),
             instance_ids: crate::tokens::InstanceIds::default(),
             gaps: crate::gaps::GapLedger::default(),
-            epoch: std::sync::atomic::AtomicI64::new(0),
             foreign: Mutex::new(Vec::new()),
             housekeeping: Mutex::new(None),
-            fenced: std::sync::atomic::AtomicBool::new(false),
             metrics,
         }
     }
@@ -173,17 +172,17 @@ impl StreamState {
 
     /// Queues an announcement of a recovered writer's position (internal form) and wakes
     /// the announcer (spec §12.6 step 4).
-    pub(crate) fn announce_for(&self, writer: &str, position: i64) {
+    pub(crate) fn announce_for(&self, writer: &str, position: i64, epoch: i64) {
         self.foreign
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((writer.to_owned(), position));
+            .push((writer.to_owned(), position, epoch));
         self.announce.notify_one();
     }
 
     /// Refuses allocation while fenced (issue 5).
     pub(crate) fn check_not_fenced(&self) -> Result<(), crate::Error> {
-        if self.fenced.load(std::sync::atomic::Ordering::Acquire) {
+        if self.registration.is_fenced() {
             return Err(crate::Error::Fenced {
                 stream: self.config.stream.clone(),
                 instance: self.config.instance.clone(),
@@ -197,7 +196,7 @@ impl StreamState {
         &self,
         writer_lock: i64,
     ) -> Option<crate::postgres::statements::Fence> {
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let epoch = self.registration.epoch();
         (epoch > 0).then(|| crate::postgres::statements::Fence {
             epoch,
             tag: format!("{}:{epoch}", crate::keys::app_prefix(writer_lock)),
@@ -206,7 +205,11 @@ impl StreamState {
 
     /// Marks this writer fenced (logged once per transition).
     pub(crate) fn fence(&self, why: &str) {
-        if !self.fenced.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if !self
+            .registration
+            .fenced
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             tracing::error!(
                 stream = %self.config.stream,
                 instance = %self.config.instance,
@@ -272,6 +275,32 @@ impl StreamState {
                 writer.note(view.announced);
             }
         }
+    }
+}
+
+/// A writer's registration in `stream_writers` (PostgreSQL): its epoch (0 when not
+/// registered) and whether it knows itself fenced (issue 5).
+#[derive(Default)]
+pub(crate) struct Registration {
+    epoch: std::sync::atomic::AtomicI64,
+    pub(crate) fenced: std::sync::atomic::AtomicBool,
+}
+
+impl Registration {
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records a new epoch and lifts the fence.
+    pub(crate) fn registered(&self, epoch: i64) {
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        self.fenced
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

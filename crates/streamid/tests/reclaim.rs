@@ -1161,8 +1161,6 @@ async fn zombie_writer_is_fenced_by_postgres_after_recovery() {
 // the new one's open ID: neither its announcements (an idle process announces the largest
 // ID it has seen) nor its `stream_positions` writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: announcements and position writes of an older epoch are not ignored \
-            (issue 5 item 2) — see the reclaim test report"]
 async fn old_incarnations_announcements_never_cover_the_new_ones_ids() {
     let env = Env::new().await;
     let writers = ["a", "b"];

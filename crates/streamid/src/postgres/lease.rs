@@ -124,13 +124,14 @@ pub(crate) async fn register(pg: &PgBackend, config: &ValidConfig) -> Result<i64
     Ok(epoch)
 }
 
-/// Tries to recover `writer` (spec §12.6): `Some(F)` (internal form) when PostgreSQL proved
-/// it dead and `F` was recorded as its position, `None` when it may be alive.
+/// Tries to recover `writer` (spec §12.6): `Some((F, epoch))` when PostgreSQL proved it dead,
+/// `F` (internal form) was recorded as its position and `epoch` fences it; `None` when it
+/// may be alive.
 pub(crate) async fn reclaim(
     pg: &PgBackend,
     config: &ValidConfig,
     writer: &str,
-) -> Result<Option<i64>, Error> {
+) -> Result<Option<(i64, i64)>, Error> {
     const OP: &str = "recover a dead writer";
     let lease = keys::lease(&config.stream, writer);
     let writer_lock = keys::writer_lock(&config.stream, writer);
@@ -191,7 +192,7 @@ pub(crate) async fn reclaim(
     .await
     .map_err(Error::db(OP))?;
     tx.commit().await.map_err(Error::db(OP))?;
-    Ok(Some(f))
+    Ok(Some((f, epoch.unwrap_or(0))))
 }
 
 /// Whether nobody holds `lease` (checked with a transaction-level try-lock, released at

@@ -69,6 +69,46 @@ impl PgBackend {
         last_allocated(&**client, &self.statements).await
     }
 
+    /// Every writer's registered epoch of `stream`.
+    pub(crate) async fn load_epochs(&self, stream: &str) -> Result<Vec<(String, i64)>, Error> {
+        const OP: &str = "read stream_writers";
+        let client = self.client(OP).await?;
+        let rows = client
+            .query_typed(statements::LOAD_EPOCHS, &[(&stream, Type::TEXT)])
+            .await
+            .map_err(Error::db(OP))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(Error::db(OP))
+    }
+
+    /// The own-row upsert guarded by the writer's epoch, `value` in API form.
+    pub(crate) async fn upsert_own_position(
+        &self,
+        stream: &str,
+        instance: &str,
+        value: i64,
+        epoch: i64,
+    ) -> Result<(), Error> {
+        const OP: &str = "record the stream position";
+        let client = self.client(OP).await?;
+        client
+            .execute_typed(
+                self.statements.upsert_own_position,
+                &[
+                    (&stream, Type::TEXT),
+                    (&instance, Type::TEXT),
+                    (&value, Type::INT8),
+                    (&self.writer_lock, Type::INT8),
+                    (&epoch, Type::INT8),
+                ],
+            )
+            .await
+            .map_err(Error::db(OP))?;
+        Ok(())
+    }
+
     /// Every recorded position of `stream` (API form).
     pub(crate) async fn load_positions(&self, stream: &str) -> Result<Vec<(String, i64)>, Error> {
         const OP: &str = "read stream_positions";

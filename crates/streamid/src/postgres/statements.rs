@@ -77,9 +77,15 @@ pub(crate) const REGISTER_WRITER: &str = "\
 /// The lease connection's heartbeat; 0 rows means another process fenced this epoch.
 pub(crate) const HEARTBEAT: &str =
     "UPDATE stream_writers SET heartbeat = now() WHERE writer_key = $1 AND epoch = $2";
-/// The fencing check of [`Allocation::bind`](crate::Allocation::bind).
-pub(crate) const EPOCH_FOR_SHARE: &str =
-    "SELECT epoch FROM stream_writers WHERE writer_key = $1 AND epoch = $2 FOR KEY SHARE";
+/// The fencing check: locks the writer's row `FOR KEY SHARE` if it still has this epoch,
+/// and otherwise fails with `division_by_zero`, which aborts the transaction — so a caller
+/// that ignores the fenced error still cannot commit anything in it. Integers only.
+pub(crate) fn fence_check(writer_lock: i64, epoch: i64) -> String {
+    format!(
+        "SELECT 1 / (SELECT count(*) FROM (SELECT 1 FROM stream_writers \
+         WHERE writer_key = {writer_lock} AND epoch = {epoch} FOR KEY SHARE) fence)::int"
+    )
+}
 pub(crate) const TRY_LEASE: &str = "SELECT pg_try_advisory_lock($1::int8)";
 pub(crate) const TRY_XACT_LOCK: &str = "SELECT pg_try_advisory_xact_lock($1::int8)";
 /// Spec §12.6.3: a backend tagged with the writer's prefix may still commit.
@@ -92,6 +98,10 @@ pub(crate) const FENCE_WRITER: &str =
 pub(crate) const RECORD_EVENT: &str = "\
     INSERT INTO stream_events (stream_name, instance_name, event, epoch, position, by_instance) \
     VALUES ($1, $2, $3, $4, $5, $6)";
+/// Registered epochs of a stream's writers (resync).
+pub(crate) const LOAD_EPOCHS: &str =
+    "SELECT instance_name, epoch FROM stream_writers WHERE stream_name = $1";
+
 /// Gap-ledger increments.
 pub(crate) const ADD_GAPS: &str = "\
     INSERT INTO stream_gaps (stream_name, instance_name, cause, gaps) VALUES ($1, $2, $3, $4) \
@@ -158,6 +168,9 @@ pub(crate) struct Statements {
     pub(crate) recorded_max: &'static str,
     /// The guarded upsert (spec §8.3): never moves a row back, never rewrites it unchanged.
     pub(crate) upsert_position: &'static str,
+    /// The same for a registered writer's own row, written only while `$4`/`$5` is its
+    /// current epoch: a fenced zombie cannot raise the row of its replacement (issue 5).
+    pub(crate) upsert_own_position: &'static str,
     /// Spec §10.4 step 1: the only sequence shape that keeps IDs unique and increasing
     /// across connections (no per-connection cache).
     pub(crate) create_sequence: String,
@@ -235,6 +248,21 @@ impl Statements {
             } else {
                 "SELECT -MIN(stream_id) FROM stream_positions WHERE stream_name = $1"
             },
+            upsert_own_position: if forwards {
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM stream_writers \
+                 WHERE writer_key = $4 AND epoch = $5) \
+                 ON CONFLICT (stream_name, instance_name) \
+                 DO UPDATE SET stream_id = EXCLUDED.stream_id \
+                 WHERE stream_positions.stream_id < EXCLUDED.stream_id"
+            } else {
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM stream_writers \
+                 WHERE writer_key = $4 AND epoch = $5) \
+                 ON CONFLICT (stream_name, instance_name) \
+                 DO UPDATE SET stream_id = EXCLUDED.stream_id \
+                 WHERE stream_positions.stream_id > EXCLUDED.stream_id"
+            },
             upsert_position: if forwards {
                 "INSERT INTO stream_positions (stream_name, instance_name, stream_id) \
                  VALUES ($1, $2, $3) ON CONFLICT (stream_name, instance_name) \
@@ -276,9 +304,9 @@ impl Statements {
         );
         if let Some(fence) = &first.fence {
             sql.push_str(&format!(
-                "SET LOCAL application_name = '{}'; \
-                 SELECT epoch FROM stream_writers WHERE writer_key = {} AND epoch = {} FOR KEY SHARE; ",
-                fence.tag, first.writer_lock, fence.epoch
+                "SET LOCAL application_name = '{}'; {}; ",
+                fence.tag,
+                fence_check(first.writer_lock, fence.epoch)
             ));
         }
         sql.push_str(&format!("SELECT {}::text; {ids}", first.xact.current));

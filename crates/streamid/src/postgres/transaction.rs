@@ -202,17 +202,21 @@ impl<'a> StreamTransaction<'a> {
         });
         let sql = backend.statements.transaction_allocation(n, first.as_ref());
         let fetch = state.begin_fetch();
-        let messages = self.tx.simple_query(&sql).await.map_err(Error::db(OP))?;
+        let messages = match self.tx.simple_query(&sql).await {
+            Ok(messages) => messages,
+            Err(err) if is_fenced(&err, first.as_ref()) => {
+                // Our epoch is gone: another process recovered this writer. The fence check
+                // failed the transaction, so nothing in it can commit; any ID is a gap.
+                drop(fetch);
+                state.fence("a transaction found its epoch fenced");
+                return Err(Error::Fenced {
+                    stream: state.config.stream.clone(),
+                    instance: state.config.instance.clone(),
+                });
+            }
+            Err(err) => return Err(Error::db(OP)(err)),
+        };
         let reply = parse_allocation(&messages, first.as_ref())?;
-        if reply.fenced {
-            // Our epoch is gone: another process recovered this writer. The IDs are gaps.
-            drop(fetch);
-            state.fence("a transaction found its epoch fenced");
-            return Err(Error::Fenced {
-                stream: state.config.stream.clone(),
-                instance: state.config.instance.clone(),
-            });
-        }
         let mut ids = reply.ids;
         ids.sort_unstable();
         fetch.register(&ids)?;
@@ -303,8 +307,12 @@ fn is_rollback_reply(err: &tokio_postgres::Error) -> bool {
 struct AllocationReply {
     xid: Option<i64>,
     ids: Vec<i64>,
-    /// The epoch check found no row.
-    fenced: bool,
+}
+
+/// The fence check of a first allocation failed: the writer's epoch is gone.
+fn is_fenced(err: &tokio_postgres::Error, first: Option<&FirstAllocation>) -> bool {
+    first.is_some_and(|f| f.fence.is_some())
+        && err.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
 }
 
 /// Reads the simple-query replies: with a first allocation, the lock's row, then (for a
@@ -334,24 +342,22 @@ fn parse_allocation(
             .get(i)
             .ok_or_else(|| bad("a statement's reply is missing"))
     };
-    let (xid, fenced, ids_at) = match first {
-        None => (None, false, 0),
+    let (xid, ids_at) = match first {
+        None => (None, 0),
         Some(first) => {
-            let (fenced, xid_at) = match first.fence {
-                Some(_) => (group(2)?.is_empty(), 3),
-                None => (false, 1),
-            };
+            // The lock's row; with a fence, the SET and the check's row; then the xid.
+            let xid_at = if first.fence.is_some() { 3 } else { 1 };
             let xid = group(xid_at)?
                 .first()
                 .ok_or_else(|| bad("no transaction id"))?;
-            (Some(parse(xid)?), fenced, xid_at + 1)
+            (Some(parse(xid)?), xid_at + 1)
         }
     };
     let ids = group(ids_at)?
         .iter()
         .map(|s| parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(AllocationReply { xid, ids, fenced })
+    Ok(AllocationReply { xid, ids })
 }
 
 impl<'a> Deref for StreamTransaction<'a> {

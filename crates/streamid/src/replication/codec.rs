@@ -22,7 +22,8 @@ pub struct Announcement {
     pub instance: String,
     /// Its announced position, internal form (positive; backwards streams negate at the API).
     pub position: i64,
-    /// The sending process's boot id, random per generator start.
+    /// The writer's registration epoch (`stream_writers.epoch` on PostgreSQL; 0 where
+    /// there is none): receivers drop announcements of an epoch older than one they heard.
     pub epoch: u64,
 }
 

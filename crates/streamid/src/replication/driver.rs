@@ -27,6 +27,7 @@ struct Status {
     reconnects: u64,
     sent: u64,
     malformed: u64,
+    stale: u64,
     heard: BTreeMap<String, Instant>,
 }
 
@@ -53,7 +54,7 @@ impl Replication {
             stream: state.config.stream.clone(),
             instance: state.config.instance.clone(),
             sign: state.config.sign,
-            epoch: boot_id(),
+            epochs: std::collections::HashMap::new(),
             backend,
             transport: Arc::clone(&transport),
             options,
@@ -80,6 +81,7 @@ impl Replication {
             reconnects: s.reconnects,
             sent: s.sent,
             malformed: s.malformed,
+            stale: s.stale,
             writers: s
                 .heard
                 .iter()
@@ -96,26 +98,15 @@ impl Drop for Replication {
     }
 }
 
-/// A random id per generator start, so receivers can tell incarnations apart.
-fn boot_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 struct Driver {
     state: Weak<StreamState>,
     announce: Arc<Notify>,
     stream: String,
     instance: String,
     sign: i64,
-    epoch: u64,
+    /// The highest registration epoch heard of per writer: announcements of an older epoch
+    /// come from an incarnation that was replaced, and are dropped (issue 5).
+    epochs: std::collections::HashMap<String, u64>,
     backend: Backend,
     transport: Arc<dyn Transport>,
     options: ReplicationOptions,
@@ -228,6 +219,16 @@ impl Driver {
     /// Spec §12.4: after subscribing, apply every recorded position. `None` if the
     /// generator is gone.
     async fn resync(&mut self) -> Option<()> {
+        match self.backend.load_epochs(&self.stream).await {
+            Ok(epochs) => {
+                for (instance, epoch) in epochs {
+                    self.learn_epoch(&instance, epoch.max(0) as u64);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(stream = %self.stream, error = %err, "replication: reading writer epochs failed");
+            }
+        }
         let rows = self.backend.load_positions(&self.stream).await;
         let state = self.state.upgrade()?;
         match rows {
@@ -253,14 +254,16 @@ impl Driver {
             return true;
         };
         // Positions recovered for dead writers go out on their behalf (spec §12.6 step 4).
-        let foreign: Vec<(String, i64)> =
+        let foreign: Vec<(String, i64, i64)> =
             std::mem::take(&mut *state.foreign.lock().unwrap_or_else(PoisonError::into_inner));
-        for (instance, position) in foreign {
+        for (instance, position, epoch) in foreign {
+            let epoch = epoch.max(0) as u64;
+            self.learn_epoch(&instance, epoch);
             let message = Announcement {
                 stream: self.stream.clone(),
                 instance,
                 position,
-                epoch: self.epoch,
+                epoch,
             }
             .encode();
             if let Some(message) = message
@@ -272,9 +275,11 @@ impl Driver {
         }
         let writes = state.config.persists_position()
             || (state.config.writers.is_empty() && state.has_written.load(Ordering::Acquire));
-        if !writes {
+        // A fenced writer is silent: its replacement may already hold IDs it would cover.
+        if !writes || state.registration.is_fenced() {
             return true;
         }
+        let epoch = state.registration.epoch().max(0) as u64;
         let position = state.lock().announced();
         drop(state);
         if !force && self.last_sent.is_some_and(|(p, _)| p == position) {
@@ -284,7 +289,7 @@ impl Driver {
             stream: self.stream.clone(),
             instance: self.instance.clone(),
             position,
-            epoch: self.epoch,
+            epoch,
         }
         .encode();
         let Some(message) = message else {
@@ -301,6 +306,22 @@ impl Driver {
                 tracing::warn!(stream = %self.stream, error = %err, "replication: announcing failed; reconnecting");
                 self.status().last_error = Some(err.to_string());
                 false
+            }
+        }
+    }
+
+    /// Records `epoch` for `instance`; false if a newer epoch is already known (the sender
+    /// was replaced by a new incarnation).
+    fn learn_epoch(&mut self, instance: &str, epoch: u64) -> bool {
+        match self.epochs.get_mut(instance) {
+            Some(known) if *known > epoch => false,
+            Some(known) => {
+                *known = epoch;
+                true
+            }
+            None => {
+                self.epochs.insert(instance.to_owned(), epoch);
+                true
             }
         }
     }
@@ -326,6 +347,16 @@ impl Driver {
             }
         };
         if announcement.stream != self.stream || announcement.instance == self.instance {
+            return true;
+        }
+        if !self.learn_epoch(&announcement.instance, announcement.epoch) {
+            self.status().stale += 1;
+            tracing::debug!(
+                stream = %self.stream,
+                instance = %announcement.instance,
+                epoch = announcement.epoch,
+                "replication: dropped an announcement of a replaced incarnation"
+            );
             return true;
         }
         let Some(state) = self.state.upgrade() else {

@@ -136,6 +136,9 @@ pub struct ReplicationStatus {
     pub sent: u64,
     /// Messages dropped because they were malformed.
     pub malformed: u64,
+    /// Announcements dropped because they came from an incarnation of their writer that a
+    /// newer one replaced (an older registration epoch).
+    pub stale: u64,
     /// Per writer of this stream, the time since it was last heard from (spec §12.4: a
     /// stream written but no longer replicated shows up here before readers stall).
     pub writers: BTreeMap<String, Duration>,
