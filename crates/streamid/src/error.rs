@@ -320,8 +320,8 @@ impl Error {
     }
 }
 
-/// Lets callers use `?` on their own statements inside a [`StreamTransaction`]
-/// (crate::StreamTransaction) or a retry closure.
+/// Lets callers use `?` on their own statements inside a
+/// [`StreamTransaction`](crate::StreamTransaction) or a retry closure.
 impl From<tokio_postgres::Error> for Error {
     fn from(source: tokio_postgres::Error) -> Error {
         Error::Database {
