@@ -11,9 +11,11 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod audit;
+mod bench;
 mod worker;
 
 pub(crate) use audit::{GapsArgs, TargetArgs, VerifyArgs};
+pub(crate) use bench::{BenchArgs, BenchCommand, LatencyArgs, LatencyReaderArgs};
 pub(crate) use worker::{ReadArgs, StreamArgs, WorkerArgs, WorkerCommand, WriteArgs};
 
 /// Exit codes of the whole command, shown in `--help` and in the README (a macro so
@@ -23,7 +25,8 @@ macro_rules! exit_codes {
         "Exit codes:
   0  success: demo verdict OK, verify found no violation (also after --help, and when
      stdout is closed early, e.g. `| head`)
-  1  demo verdict FAILED, or verify found violations
+  1  demo verdict FAILED, verify found violations, or a bench latency sample was never
+     covered
   2  usage or configuration error (bad or conflicting options)
   3  database or runtime error (cannot connect, cannot start PostgreSQL, cannot open the
      SQLite file, a query failed)"
@@ -108,6 +111,8 @@ pub(crate) enum Command {
     /// Show a stream's gap ledger (IDs without a row, per writer and cause) and its events.
     #[command(long_about = audit::GAPS_LONG_ABOUT, after_long_help = audit::GAPS_EXIT_CODES)]
     Gaps(GapsArgs),
+    /// Benchmarks: `bench latency` measures replication latency between processes.
+    Bench(BenchArgs),
     /// Writer and reader processes for multi-process tests, fault injection and soak runs.
     ///
     /// Hidden from `--help`: building blocks for tests, documented in `cli/worker.rs`, in
@@ -193,6 +198,16 @@ where
     if let Command::Demo(demo) = &mut cli.command {
         demo.database_from_env = matches
             .subcommand_matches("demo")
+            .and_then(|m| m.value_source("database"))
+            == Some(ValueSource::EnvVariable);
+    }
+    if let Command::Bench(BenchArgs {
+        command: BenchCommand::Latency(latency),
+    }) = &mut cli.command
+    {
+        latency.database_from_env = matches
+            .subcommand_matches("bench")
+            .and_then(|m| m.subcommand_matches("latency"))
             .and_then(|m| m.value_source("database"))
             == Some(ValueSource::EnvVariable);
     }
@@ -304,6 +319,6 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("verify") && help.contains("gaps"), "{help}");
         assert!(!help.contains("worker"), "{help}");
-        assert_eq!(subcommand_names(), ["demo", "verify", "gaps"]);
+        assert_eq!(subcommand_names(), ["demo", "verify", "gaps", "bench"]);
     }
 }

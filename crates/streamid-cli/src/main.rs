@@ -4,9 +4,10 @@
 //! a plan ([`plan`]), run it, and map the outcome to an exit code in one place ([`exit`]).
 //! Exit codes: 0 success (demo verdict OK, verify clean), 1 demo verdict FAILED or verify
 //! found violations, 2 usage or configuration error, 3 database or runtime error; a broken
-//! pipe on stdout counts as success. Subcommands: `demo`, `verify`, `gaps`, and the hidden
-//! `worker write|read` (see `cli/worker.rs`).
+//! pipe on stdout counts as success. Subcommands: `demo`, `verify`, `gaps`, `bench latency`,
+//! and the hidden `worker write|read` (see `cli/worker.rs`) and `bench latency-reader`.
 
+mod bench;
 mod cli;
 mod demo;
 mod exit;
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<report::Verdict> {
-    use cli::{Command, WorkerCommand};
+    use cli::{BenchCommand, Command, WorkerCommand};
     let cli = cli::parse(std::env::args_os())?;
     match cli.command {
         Command::Demo(args) => {
@@ -48,6 +49,18 @@ fn run() -> anyhow::Result<report::Verdict> {
             init_logging();
             output::block_on(gaps::run(plan))
         }
+        Command::Bench(bench) => match bench.command {
+            BenchCommand::Latency(args) => {
+                let plan = plan::LatencyPlan::from_args(&args)?;
+                init_logging();
+                output::block_on(bench::latency(plan))
+            }
+            BenchCommand::LatencyReader(args) => {
+                let plan = plan::LatencyReaderPlan::from_args(&args)?;
+                init_logging();
+                output::block_on(bench::latency_reader(plan))
+            }
+        },
         Command::Worker(worker) => match worker.command {
             WorkerCommand::Write(args) => {
                 let plan = plan::WritePlan::from_args(&args, rand::random())?;

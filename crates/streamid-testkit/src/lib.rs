@@ -6,6 +6,8 @@
 //!   in `static`s never outlive the test run.
 //! - [`RedisServer`] runs a private `redis-server` (no persistence) on a free port of
 //!   127.0.0.1, for the Redis replication transport; killed on drop or by its watchdog.
+//! - [`TcpProxy`] sits between clients and a server on a free port of 127.0.0.1 and breaks
+//!   their connections on request (cut, refuse, partition), for fault-injection tests.
 //! - [`fresh_database`] gives each test its own database: on `DATABASE_URL`'s server when that
 //!   is set, else on [`PgServer::shared`], one cluster per test binary.
 //!
@@ -41,10 +43,12 @@
 mod db;
 mod error;
 mod process;
+mod proxy;
 mod redis;
 mod server;
 
 pub use db::{TestDb, connect_url, fresh_database};
 pub use error::{Error, ErrorKind, INSTALL_HINT, REDIS_INSTALL_HINT};
+pub use proxy::TcpProxy;
 pub use redis::RedisServer;
 pub use server::{PgServer, PgServerBuilder};

@@ -66,6 +66,10 @@ pub(crate) struct StreamState {
     version: watch::Sender<u64>,
     /// Poked when the announced position moved and should be announced promptly (§12.2).
     pub(crate) announce: Arc<tokio::sync::Notify>,
+    /// Set with `announce` when a local completion raised the announced position: the
+    /// driver announces those at once, without waiting out the coalescing window of the
+    /// announcements that only follow other writers (spec §12.2 items 1 and 2).
+    pub(crate) own_completion: Arc<std::sync::atomic::AtomicBool>,
     /// This process finished an allocation of its own since it started: with an empty
     /// writer list, only such processes announce (spec §12.2).
     pub(crate) has_written: std::sync::atomic::AtomicBool,
@@ -105,6 +109,7 @@ impl StreamState {
             token,
             version: watch::Sender::new(0),
             announce: Arc::new(tokio::sync::Notify::new()),
+            own_completion: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             has_written: std::sync::atomic::AtomicBool::new(false),
             writer,
             registration,
@@ -164,6 +169,8 @@ impl StreamState {
         self.has_written
             .store(true, std::sync::atomic::Ordering::Release);
         if result.changes.announced {
+            self.own_completion
+                .store(true, std::sync::atomic::Ordering::Release);
             self.announce.notify_one();
         }
         self.publish(result.changes, tracker_view, outcome == Outcome::Success);

@@ -183,3 +183,68 @@ async fn tokens_follow_fast_writers_and_round_trip() {
     drop((a, b, reader));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Spec §12.2: a writer announces its own completions at once, even when it has just
+/// announced something else; only the announcements that follow other writers (an idle
+/// writer's echoes) wait for the coalescing window. With a 10 s window, an own completion
+/// that waited behind the connect-time announcement and an echo would take 10 s to arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_completions_are_announced_at_once_while_echoes_wait() {
+    let dir = std::env::temp_dir().join(format!("streamid-own-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("o.db");
+    let _ = std::fs::remove_file(&path);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE events (stream_ordering INTEGER NOT NULL, instance_name TEXT)")
+        .unwrap();
+    let bus = InProcess::new();
+    let options = ReplicationOptions {
+        coalesce: Duration::from_secs(10),
+        announce_interval: Duration::from_secs(60),
+        ..ReplicationOptions::default()
+    };
+    let mut generators = Vec::new();
+    for instance in ["a", "b", "reader"] {
+        let g = MultiWriterIdGenerator::sqlite(&path, config(instance))
+            .await
+            .unwrap();
+        g.replicate_with(bus.clone(), options.clone());
+        generators.push(g);
+    }
+    for g in &generators {
+        while !g.replication_status().is_some_and(|s| s.connected) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let [a, b, reader] = &generators[..] else {
+        unreachable!()
+    };
+    // b writes: a, idle, follows it, and its echo waits for the window.
+    let first = b.next_id().await.unwrap();
+    let first_id = first.id();
+    first.complete().await.unwrap();
+    assert!(
+        a.wait_for_persisted(first_id, Duration::from_secs(3))
+            .await
+            .unwrap()
+            .is_reached()
+    );
+    // a's own completion right after goes out at once.
+    let own = a.next_id().await.unwrap();
+    let id = own.id();
+    own.complete().await.unwrap();
+    let started = std::time::Instant::now();
+    let reached = reader
+        .wait_for_writer("a", id, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(
+        reached.is_reached(),
+        "a's completion of {id} did not arrive within 3 s (a's position at the reader: {})",
+        reader.current_token_for_writer("a")
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(generators);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -36,7 +36,9 @@ parent knows what was committed even if the worker is killed later:
   {\"event\":\"failed\",\"id\":19,\"instance\":\"a\",\"error\":\"...\"}      (id null if none)
   {\"event\":\"unknown\",\"id\":20,\"instance\":\"a\",\"error\":\"...\"}     (COMMIT outcome unknown)
 plus \"started\", \"progress\" (every --report-every-ms) and \"done\" lines with counts and
-positions. A failed write is retried with the next one after a pause; after 50 failures in a
+positions; \"done\" adds the final positions(), current_token_for_writer() of every writer,
+current_token() and max_allocated_token(). --idle writes nothing (an idle writer);
+--wait-for-signal keeps following the stream after the last write until SIGTERM. A failed write is retried with the next one after a pause; after 50 failures in a
 row the worker gives up. SIGTERM or Ctrl-C: writes in flight finish, positions are flushed,
 \"done\" is printed, exit 0.";
 
@@ -47,6 +49,9 @@ before each query, appending one observation per round to --observations (JSON L
 format `streamid verify` reads, flushed at once). With --tokens it also tails with
 multi-writer tokens as reader `<instance>+tokens`, recording each token's string form and
 its writers.
+
+With --keep-going a failed round (database error) is retried after a pause; nothing is
+recorded for it, so the observations stay exact.
 
 It stops when the stream has been idle for --until-idle (the last allocated ID equals P and
 no new rows arrived), after --duration, or on SIGTERM/Ctrl-C, and prints a \"done\" JSON line
@@ -118,6 +123,17 @@ pub(crate) struct WriteArgs {
     /// Seed of the random waits and rollback decisions [default: random].
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
+
+    /// Write nothing: an idle writer that only follows the stream and announces its
+    /// position, until SIGTERM or Ctrl-C.
+    #[arg(long, conflicts_with_all = ["rows", "duration"])]
+    pub(crate) idle: bool,
+
+    /// After the last write, keep following the stream (replicating, announcing) until
+    /// SIGTERM or Ctrl-C, then print "done": lets a parent compare every process's final
+    /// positions once all writers have finished.
+    #[arg(long)]
+    pub(crate) wait_for_signal: bool,
 }
 
 /// Raw options of `streamid worker read`.
@@ -145,4 +161,10 @@ pub(crate) struct ReadArgs {
     /// Pause between two rounds, in ms.
     #[arg(long, value_name = "MS", default_value_t = 2)]
     pub(crate) poll_ms: u64,
+
+    /// Carry on after database errors (connection lost, server restarting): log, pause and
+    /// retry the round, giving up after 60 s of failed rounds in a row. Without it the first
+    /// error ends the reader (exit 3).
+    #[arg(long)]
+    pub(crate) keep_going: bool,
 }

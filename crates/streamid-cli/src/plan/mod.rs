@@ -11,10 +11,12 @@ use std::time::Duration;
 use crate::cli::{DemoArgs, LoadArgs};
 
 mod audit;
+mod bench;
 mod database;
 mod worker;
 
 pub(crate) use audit::{GapsPlan, VerifyPlan};
+pub(crate) use bench::{BenchTransport, LatencyPlan, LatencyReaderPlan};
 pub(crate) use database::{StoreSpec, redact};
 pub(crate) use worker::{ReadPlan, Replication, WorkerSetup, WritePlan};
 

@@ -57,6 +57,10 @@ pub(crate) struct WritePlan {
     pub(crate) log: Option<PathBuf>,
     /// Seed of the random choices.
     pub(crate) seed: u64,
+    /// Write nothing (an idle writer) until SIGTERM or Ctrl-C.
+    pub(crate) idle: bool,
+    /// After the last write, keep running until SIGTERM or Ctrl-C.
+    pub(crate) wait_for_signal: bool,
 }
 
 /// A validated `streamid worker read`.
@@ -74,6 +78,8 @@ pub(crate) struct ReadPlan {
     pub(crate) duration: Option<Duration>,
     /// Pause between two rounds.
     pub(crate) poll: Duration,
+    /// Retry rounds that failed with a database error.
+    pub(crate) keep_going: bool,
 }
 
 impl WritePlan {
@@ -104,6 +110,8 @@ impl WritePlan {
             report_every,
             log: args.log.clone(),
             seed: args.seed.unwrap_or(seed),
+            idle: args.idle,
+            wait_for_signal: args.wait_for_signal,
         })
     }
 }
@@ -137,6 +145,7 @@ impl ReadPlan {
             until_idle: duration_option("--until-idle", args.until_idle.as_deref())?,
             duration: args.duration.as_deref().map(parse_duration).transpose()?,
             poll: Duration::from_millis(args.poll_ms),
+            keep_going: args.keep_going,
         })
     }
 }
@@ -248,6 +257,8 @@ mod tests {
             report_every_ms: None,
             log: None,
             seed: None,
+            idle: false,
+            wait_for_signal: false,
         }
     }
 
@@ -259,6 +270,7 @@ mod tests {
             until_idle: Some("2s".into()),
             duration: None,
             poll_ms: 2,
+            keep_going: false,
         }
     }
 

@@ -73,6 +73,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The demo's PostgreSQL database.
 pub(crate) struct PgStore {
     pool: Pool,
+    /// The connection URL (or key-value string), for child processes (`bench latency`).
+    url: String,
     description: String,
     /// The throwaway cluster, stopped and deleted when this store is dropped.
     server: Option<PgServer>,
@@ -103,6 +105,7 @@ impl PgStore {
         check_connection(&pool, &db.url).await?;
         Ok(PgStore {
             pool,
+            url: db.url.clone(),
             description: format!(
                 "PostgreSQL (throwaway cluster on {}:{}, fsync on)",
                 server.host(),
@@ -138,9 +141,15 @@ impl PgStore {
         check_connection(&pool, url).await?;
         Ok(PgStore {
             pool,
+            url: url.to_owned(),
             description: format!("PostgreSQL ({})", redact(url)),
             server: None,
         })
+    }
+
+    /// The connection URL or key-value string (it may hold a password: never print it).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// The connection pool (for the library's auditor).

@@ -11,10 +11,12 @@ mod poll;
 mod read;
 mod write;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
 use streamid::MultiWriterIdGenerator;
 use streamid::replication::PgNotify;
 
@@ -54,6 +56,44 @@ async fn start(setup: &WorkerSetup, purpose: &str) -> Result<(Arc<Store>, MultiW
         }
     }
     Ok((store, generator))
+}
+
+/// What a worker's "done" line reports of its generator at the end, so that a parent can
+/// check that every process agrees on the final positions.
+#[derive(Debug, Serialize)]
+struct Final {
+    /// `positions()`: every known writer position (this instance's entry is its minimal
+    /// position).
+    positions: BTreeMap<String, i64>,
+    /// `current_token_for_writer(w)` for every writer `w` of the stream.
+    writer_positions: BTreeMap<String, i64>,
+    /// `current_token()`.
+    current_token: i64,
+    /// `max_allocated_token()`; `null` if the database could not tell (logged).
+    max_allocated_token: Option<i64>,
+}
+
+impl Final {
+    /// Reads them from `generator` (the database only for the last allocated ID: a
+    /// failure there must not cost the "done" line).
+    async fn of(generator: &MultiWriterIdGenerator, writers: &[String]) -> Final {
+        let max_allocated_token = match generator.max_allocated_token().await {
+            Ok(max) => Some(max),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last allocated ID for the done line");
+                None
+            }
+        };
+        Final {
+            positions: generator.positions(),
+            writer_positions: writers
+                .iter()
+                .map(|w| (w.clone(), generator.current_token_for_writer(w)))
+                .collect(),
+            current_token: generator.current_token(),
+            max_allocated_token,
+        }
+    }
 }
 
 /// Resolves at SIGTERM or Ctrl-C (SIGINT).

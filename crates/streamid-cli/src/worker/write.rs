@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 use streamid::MultiWriterIdGenerator;
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::output::JsonLines;
@@ -36,6 +37,8 @@ enum Line<'a> {
         counts: Counts<'a>,
         /// Stopped by SIGTERM or Ctrl-C.
         interrupted: bool,
+        #[serde(flatten)]
+        last: super::Final,
     },
 }
 
@@ -96,7 +99,9 @@ pub(crate) async fn run(plan: WritePlan) -> Result<Verdict> {
         log: Some(Arc::clone(&log)),
         keep_going: true,
     };
-    let mut task = tokio::spawn(writer::run(generator.clone(), setup));
+    // `--idle`: no writer task at all.
+    let mut task = (!plan.idle).then(|| tokio::spawn(writer::run(generator.clone(), setup)));
+    let mut outcome = Ok(());
     let mut tick = plan.report_every.map(tokio::time::interval);
     if let Some(t) = &mut tick {
         t.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -104,23 +109,45 @@ pub(crate) async fn run(plan: WritePlan) -> Result<Verdict> {
     let stop = super::stop_requested();
     tokio::pin!(stop);
     let mut interrupted = false;
-    let outcome = loop {
+    loop {
         tokio::select! {
-            joined = &mut task => break joined.map_err(|e| anyhow!("the writer task panicked: {e}"))?,
+            joined = joined(&mut task) => {
+                task = None;
+                outcome = joined.map_err(|e| anyhow!("the writer task panicked: {e}"))?;
+                // `--wait-for-signal`: keep following the stream until told to stop.
+                if interrupted || !plan.wait_for_signal || outcome.is_err() {
+                    break;
+                }
+            }
             _ = async { tick.as_mut()?.tick().await; Some(()) }, if tick.is_some() => {
                 log.write(&Line::Progress(counts(&generator, &stats)))?;
             }
             () = &mut stop, if !interrupted => {
                 interrupted = true;
                 budget.stop();
+                if task.is_none() {
+                    break;
+                }
             }
         }
-    };
+    }
     generator.shutdown().await;
+    let last = super::Final::of(&generator, &plan.setup.writers).await;
     drop(store);
     log.write(&Line::Done {
         counts: counts(&generator, &stats),
         interrupted,
+        last,
     })?;
     outcome.map(|()| Verdict::Ok)
+}
+
+/// The writer task's end; never, without one.
+async fn joined(
+    task: &mut Option<JoinHandle<Result<()>>>,
+) -> Result<Result<()>, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
 }

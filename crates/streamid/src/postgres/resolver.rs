@@ -21,6 +21,11 @@ use crate::state::{Outcome, StreamState};
 
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_secs(5);
+/// The longest wait after a poll that could not ask (server unreachable, query failed): the
+/// back-off to `MAX_POLL` is for transactions PostgreSQL still reports `in progress`. Backing
+/// off during an outage instead left the IDs unresolved for up to 5 s after the server was
+/// back, holding every reader's position (RELIABILITY.md, PostgreSQL restart).
+const MAX_RETRY_UNREACHABLE: Duration = Duration::from_secs(1);
 /// A backend `idle in transaction` this long with our transaction never received COMMIT
 /// (spec §7.3): ending it cannot lose a commit.
 const ORPHAN_AFTER_SECS: f64 = 2.0;
@@ -123,7 +128,7 @@ async fn run(
                 continue;
             }
             match poll(&pool, xact, entries[i].in_doubt.xid).await {
-                Some(outcome) => {
+                Poll::Decided(outcome) => {
                     let entry = entries.swap_remove(i);
                     state.finish(&entry.in_doubt.ids, outcome);
                     pending.fetch_sub(1, Ordering::AcqRel);
@@ -133,9 +138,13 @@ async fn run(
                         "resolved a commit whose outcome was unknown"
                     );
                 }
-                None => {
+                pending => {
                     let e = &mut entries[i];
-                    e.delay = (e.delay * 2).min(MAX_POLL);
+                    let cap = match pending {
+                        Poll::Unreachable => MAX_RETRY_UNREACHABLE,
+                        _ => MAX_POLL,
+                    };
+                    e.delay = (e.delay * 2).min(cap);
                     e.next_poll = Instant::now() + e.delay;
                     if !e.warned && e.since.elapsed() >= warn_after {
                         e.warned = true;
@@ -162,23 +171,37 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// One poll: `Some(outcome)` once PostgreSQL knows, `None` to poll again.
-async fn poll(pool: &deadpool_postgres::Pool, xact: XactFunctions, xid: i64) -> Option<Outcome> {
-    let client = pool.get().await.ok()?;
+/// What one poll learned.
+enum Poll {
+    /// PostgreSQL knows the outcome.
+    Decided(Outcome),
+    /// `in progress`: poll again, backing off.
+    InProgress,
+    /// The question could not be asked: poll again soon.
+    Unreachable,
+}
+
+/// One poll of `pg_xact_status`.
+async fn poll(pool: &deadpool_postgres::Pool, xact: XactFunctions, xid: i64) -> Poll {
+    let Ok(client) = pool.get().await else {
+        return Poll::Unreachable;
+    };
     let xid_text = xid.to_string();
-    let row = client
+    let status = client
         .query_typed_one(xact.status, &[(&xid_text, Type::TEXT)])
         .await
-        .ok()?;
-    let status: Option<String> = row.try_get(0).ok()?;
+        .and_then(|row| row.try_get::<_, Option<String>>(0));
+    let Ok(status) = status else {
+        return Poll::Unreachable;
+    };
     match status.as_deref() {
-        Some("committed") => Some(Outcome::Success),
-        Some("aborted") => Some(Outcome::Failure(GapCause::ResolvedAborted)),
+        Some("committed") => Poll::Decided(Outcome::Success),
+        Some("aborted") => Poll::Decided(Outcome::Failure(GapCause::ResolvedAborted)),
         // Too old to be tracked: long decided, and any row it made is long visible.
-        None => Some(Outcome::Failure(GapCause::ResolvedAborted)),
+        None => Poll::Decided(Outcome::Failure(GapCause::ResolvedAborted)),
         Some(_) => {
             end_orphan(&client, xid).await;
-            None
+            Poll::InProgress
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::coalesce::Coalescer;
 use super::{Announcement, Publisher, ReplicationOptions, ReplicationStatus, Transport};
 use crate::backend::Backend;
 use crate::state::StreamState;
@@ -51,6 +52,7 @@ impl Replication {
         let driver = Driver {
             state: Arc::downgrade(state),
             announce: Arc::clone(&state.announce),
+            own_completion: Arc::clone(&state.own_completion),
             stream: state.config.stream.clone(),
             instance: state.config.instance.clone(),
             sign: state.config.sign,
@@ -101,6 +103,7 @@ impl Drop for Replication {
 struct Driver {
     state: Weak<StreamState>,
     announce: Arc<Notify>,
+    own_completion: Arc<std::sync::atomic::AtomicBool>,
     stream: String,
     instance: String,
     sign: i64,
@@ -179,10 +182,25 @@ impl Driver {
         let mut tick = tokio::time::interval(self.options.announce_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
+        // The wait for a coalesced announcement is an arm of the loop (see `coalesce`).
+        let mut coalescer = Coalescer::new(self.options.coalesce);
         loop {
+            let due = coalescer.due();
+            let window = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = stop.notified() => return End::Stop,
+                () = window => {
+                    coalescer.sent(Instant::now());
+                    if !self.send(publisher, false).await {
+                        return End::Lost;
+                    }
+                }
                 message = subscriber.recv() => match message {
                     Ok(text) => {
                         if !self.receive(&text) {
@@ -196,15 +214,13 @@ impl Driver {
                     }
                 },
                 () = self.announce.notified() => {
-                    // Coalesce: let changes arriving within the window ride on one message.
-                    if let Some((_, at)) = self.last_sent {
-                        let due = at + self.options.coalesce;
-                        if due > Instant::now() {
-                            tokio::time::sleep_until(due.into()).await;
+                    let own = self.own_completion.swap(false, Ordering::AcqRel);
+                    let now = Instant::now();
+                    if coalescer.request(own, self.last_sent.map(|(_, at)| at), now) {
+                        coalescer.sent(now);
+                        if !self.send(publisher, false).await {
+                            return End::Lost;
                         }
-                    }
-                    if !self.send(publisher, false).await {
-                        return End::Lost;
                     }
                 }
                 _ = tick.tick() => {
@@ -230,16 +246,31 @@ impl Driver {
             }
         }
         let rows = self.backend.load_positions(&self.stream).await;
+        // Read after the rows: rows hold decided values (I7), at most the sequence's value
+        // then. One above it was edited in or restored; applying it would let `P` pass IDs
+        // not yet handed out or in flight (RELIABILITY.md, "Bad input").
+        let last = self.backend.last_allocated().await;
         let state = self.state.upgrade()?;
-        match rows {
-            Ok(rows) => {
+        match (rows, last) {
+            (Ok(rows), Ok(last)) => {
                 for (instance, value) in rows {
-                    if instance != self.instance {
-                        state.advance(&instance, self.sign * value);
+                    let internal = self.sign * value;
+                    if instance == self.instance {
+                        continue;
+                    } else if internal > last {
+                        tracing::error!(
+                            stream = %self.stream,
+                            instance,
+                            position = value,
+                            last_allocated = self.sign * last,
+                            "replication: ignored a stream_positions row from the future (ahead of the sequence: edited by hand or restored?)"
+                        );
+                        continue;
                     }
+                    state.advance(&instance, internal);
                 }
             }
-            Err(err) => {
+            (Err(err), _) | (_, Err(err)) => {
                 tracing::warn!(stream = %self.stream, error = %err, "replication: resync from stream_positions failed");
             }
         }

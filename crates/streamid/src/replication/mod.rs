@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod coalesce;
 mod codec;
 mod driver;
 mod in_process;
@@ -99,12 +100,17 @@ pub struct ReplicationOptions {
     /// How often each writer re-announces its position, changed or not (default 1 s):
     /// bounds how long an idle writer or a lost message holds other processes back.
     pub announce_interval: Duration,
-    /// Announcements are coalesced: at most one per this window, carrying the newest
-    /// position (default 1 ms).
+    /// The coalescing window (default 1 ms); every announcement carries the newest
+    /// position. One caused by local completions goes out at once unless another such one
+    /// went out within the window; one that only follows other writers' positions (an idle
+    /// writer's echo) waits until the window since the last announcement has passed.
     pub coalesce: Duration,
     /// First reconnection delay, doubled after each failure (default 100 ms).
     pub reconnect_min: Duration,
-    /// Longest reconnection delay (default 5 s).
+    /// Longest reconnection delay (default 1 s). Keep it at most `announce_interval`: once
+    /// the transport is reachable again, a process must be back within the liveness bound of
+    /// spec §1.2 (with 5 s, a reader sat out up to 5 s after a PostgreSQL restart; see
+    /// RELIABILITY.md).
     pub reconnect_max: Duration,
 }
 
@@ -114,7 +120,7 @@ impl Default for ReplicationOptions {
             announce_interval: Duration::from_secs(1),
             coalesce: Duration::from_millis(1),
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(1),
         }
     }
 }
