@@ -34,6 +34,15 @@ impl Backend {
         }
     }
 
+    /// Moves the sequence (counter) to at least `target` (internal form) without ever moving
+    /// it back; returns the new last allocated value.
+    pub(crate) async fn advance_sequence_past(&self, target: i64) -> Result<i64, Error> {
+        match self {
+            Backend::Postgres { pg, .. } => pg.advance_sequence_past(target).await,
+            Backend::Sqlite(db) => db.advance_counter_past(target).await,
+        }
+    }
+
     /// The guarded upsert of `instance`'s row, `value` in API form.
     pub(crate) async fn upsert_position(
         &self,

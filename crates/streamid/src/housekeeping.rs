@@ -58,8 +58,11 @@ async fn run(state: Weak<StreamState>, backend: Backend, mut lease: Option<Write
         };
         keep_lease(&state, &backend, &mut lease).await;
         flush_gaps(&state, &backend).await;
-        if state.config.reclaim {
-            reclaim_dead_writers(&state, &backend).await;
+        let last = keep_sequence_ahead(&state, &backend).await;
+        if state.config.reclaim
+            && let Some(last) = last
+        {
+            reclaim_dead_writers(&state, &backend, last).await;
         }
     }
 }
@@ -132,9 +135,54 @@ pub(crate) async fn flush_gaps(state: &StreamState, backend: &Backend) {
     }
 }
 
+/// The most values [`keep_sequence_ahead`] consumes: far above what a crash can lose (the
+/// sequence values handed out since its last WAL flush, a fraction of a second's worth).
+const MAX_SEQUENCE_CATCH_UP: i64 = 1_000_000;
+
+/// After a database crash a sequence can come back below values it had already handed out
+/// (its WAL record was never flushed), and would hand them out again — IDs that other
+/// processes may already treat as gaps. A process that knows a larger allocated ID moves it
+/// past that ID, by consuming values, never by setting it (which could undo a concurrent
+/// `nextval`). Returns the last allocated value (internal form), or `None` if unreadable.
+async fn keep_sequence_ahead(state: &StreamState, backend: &Backend) -> Option<i64> {
+    // `max_seen` first: the sequence read after it is at least every value handed out by
+    // then, unless it went backwards.
+    let known = state.lock().max_seen();
+    let last = backend.last_allocated().await.ok()?;
+    if last >= known {
+        return Some(last);
+    }
+    let config = &state.config;
+    if known - last > MAX_SEQUENCE_CATCH_UP {
+        // Far more than a crash can lose: a position from somewhere else (a hand-edited
+        // row, a bogus announcement). Consuming that many values would hammer the database.
+        tracing::error!(
+            stream = %config.stream,
+            last_allocated = config.sign * last,
+            known_allocated = config.sign * known,
+            "a position far beyond the sequence is known here; not moving the sequence"
+        );
+        return Some(last);
+    }
+    tracing::error!(
+        stream = %config.stream,
+        last_allocated = config.sign * last,
+        known_allocated = config.sign * known,
+        "the sequence went backwards (a crash lost unflushed sequence values?): moving it past \
+         every ID known to be allocated"
+    );
+    match backend.advance_sequence_past(known).await {
+        Ok(last) => Some(last),
+        Err(err) => {
+            tracing::warn!(stream = %config.stream, error = %err, "moving the sequence forward failed; retrying");
+            None
+        }
+    }
+}
+
 /// Spec §12.6 step 5: while a listed writer holds `P` back below the last allocated ID,
 /// try to prove it dead and raise it to a fresh ID.
-async fn reclaim_dead_writers(state: &StreamState, backend: &Backend) {
+async fn reclaim_dead_writers(state: &StreamState, backend: &Backend, last: i64) {
     let config = &state.config;
     if config.writers.is_empty() {
         return; // unknown writers cannot be proven dead
@@ -151,12 +199,8 @@ async fn reclaim_dead_writers(state: &StreamState, backend: &Backend) {
             .collect();
         (p, candidates)
     };
-    if candidates.is_empty() {
-        return;
-    }
-    match backend.last_allocated().await {
-        Ok(last) if last > persisted => {}
-        _ => return, // nothing is held back
+    if candidates.is_empty() || last <= persisted {
+        return; // nothing is held back
     }
     for writer in candidates {
         match backend.reclaim(config, &writer).await {

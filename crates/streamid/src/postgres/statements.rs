@@ -150,6 +150,9 @@ pub(crate) struct Statements {
     /// `n` IDs in one round trip: `generate_series` beats `n` calls by orders of magnitude
     /// (anchors §D3: > 2M IDs/s).
     pub(crate) nextval_many: String,
+    /// Consumes `$1` values, returning the largest: moves the sequence forward without
+    /// `setval`'s risk of undoing a concurrent `nextval`.
+    pub(crate) consume_values: String,
     /// The last value handed out is `last_value` only if `is_called` (FIX-1).
     pub(crate) last_allocated: String,
     /// Raises the sequence to `$1` at least, never lowers it: a concurrent `nextval` between
@@ -233,6 +236,7 @@ impl Statements {
             sequence: seq.clone(),
             nextval_one: format!("SELECT nextval({lit})"),
             nextval_many: format!("SELECT nextval({lit}) FROM generate_series(1, $1::int8)"),
+            consume_values: format!("SELECT max(nextval({lit})) FROM generate_series(1, $1::int8)"),
             last_allocated: format!("SELECT last_value, is_called FROM {seq}"),
             setval_guarded: format!(
                 "SELECT setval({lit}, GREATEST($1::int8, (SELECT last_value FROM {seq})), true)"

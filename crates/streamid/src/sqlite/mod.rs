@@ -225,6 +225,22 @@ impl SqliteBackend {
         Ok((last - count + 1..=last).collect())
     }
 
+    /// Raises the counter to at least `target` in one immediate transaction (atomic across
+    /// processes); returns its last value.
+    pub(crate) async fn advance_counter_past(&self, target: i64) -> Result<i64, Error> {
+        let counter = self.statements.counter.clone();
+        self.pool
+            .run("move the counter forward", move |conn| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let last: i64 =
+                    tx.query_row(statements::RAISE_COUNTER, (&counter, target), |r| r.get(0))?;
+                tx.commit()?;
+                Ok(last)
+            })
+            .await
+    }
+
     /// The counter's last value (internal form).
     pub(crate) async fn last_allocated(&self) -> Result<i64, Error> {
         let counter = self.statements.counter.clone();

@@ -67,6 +67,7 @@ suite! {
         repair::strict_mode_refuses_positions_ahead_of_sequence_with_exact_repair_sql,
         repair::synapse_19973_strict_startup_succeeds_right_after_repair,
         repair::strict_repair_sql_backwards_with_odd_stream_name,
+        repair::sequence_that_went_backwards_is_moved_past_known_ids,
         shapes::backwards_stream_positions_negative_and_restart,
         shapes::stream_over_two_tables_takes_max_and_scans_both,
         shapes::synapse_13585_null_instance_names_do_not_crash_startup,

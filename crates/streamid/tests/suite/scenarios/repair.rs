@@ -4,6 +4,7 @@
 use streamid::{Error, StreamConfig};
 
 use super::{W12, map};
+use crate::common::eventually;
 use crate::harness::{Harness, quiet};
 
 /// Rows 2 and 3 (times `sign`), the sequence/counter at 3, and `stream_positions` (w2) of
@@ -180,4 +181,30 @@ pub async fn strict_repair_sql_backwards_with_odd_stream_name(h: &Harness) {
     );
     assert_eq!(g.next_id().await.unwrap().id(), -51);
     assert_eq!(h.event_ids().await, vec![-3, -2], "the table survived");
+}
+
+// why: after a database crash a sequence can come back below values it had handed out (its
+// WAL record was never flushed; RELIABILITY.md, weak points). A live process that knows a
+// larger allocated ID moves it forward at its next housekeeping tick — by consuming values,
+// never by setting it back — so no ID is handed out twice and allocation keeps working.
+pub async fn sequence_that_went_backwards_is_moved_past_known_ids(h: &Harness) {
+    let config = h
+        .config("w1", &["w1"])
+        .reclaim_interval(std::time::Duration::from_millis(50));
+    h.prepare(&config).await;
+    let g = h.start_config(config).await;
+    let ids = g.next_ids(20).await.unwrap();
+    let largest = *ids.ids().last().unwrap();
+    drop(ids);
+    // The crash loses the last values: the sequence/counter is back at 3.
+    h.set_counter(3).await;
+    eventually("the sequence is moved past the known IDs", async || {
+        h.counter_last().await >= largest
+    })
+    .await;
+    let next = g.next_id().await.unwrap().id();
+    assert!(
+        next > largest,
+        "{next} was handed out again (largest {largest})"
+    );
 }
