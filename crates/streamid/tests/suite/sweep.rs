@@ -78,7 +78,7 @@ pub enum Step {
 
 /// After a step: every ID finished, nothing pending, invariants hold, `P` within `lost` of
 /// the head and, after one more allocation, exactly at it.
-async fn check_after_step(h: &Harness, g: &Gen, what: &str, cut: Cut, lost: i64) {
+async fn check_after_step(g: &Gen, what: &str, cut: Cut, lost: i64) {
     eventually(
         &format!("{what} {cut}: every ID finished, every outcome resolved"),
         async || g.unfinished_ids() == 0 && g.unresolved_commits() == 0,
@@ -141,12 +141,12 @@ pub async fn sweep(
                 let cut = Cut { polls, at_wake };
                 match step(cut).await {
                     Step::Completed => {
-                        check_after_step(h, g, what, cut, 0).await;
+                        check_after_step(g, what, cut, 0).await;
                         needed = needed.max(polls);
                         done = true;
                         break;
                     }
-                    Step::Dropped { lost } => check_after_step(h, g, what, cut, lost).await,
+                    Step::Dropped { lost } => check_after_step(g, what, cut, lost).await,
                 }
             }
             assert!(done, "{what} did not complete within {MAX_POLLS} polls");
